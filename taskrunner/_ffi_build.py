@@ -1,0 +1,63 @@
+"""cffi build script for the C core (API mode, out-of-line).
+
+``setup.py`` names ``taskrunner/_ffi_build.py:ffibuilder`` in ``cffi_modules``;
+the result is the extension module ``taskrunner._core`` (``ffi`` and ``lib``).
+
+The cdef is read from the declaration-only public headers in ``csrc/`` with
+their preprocessor lines dropped, so the C declarations live in one place.
+On a free-threaded interpreter the limited API is switched off: cffi>=2
+supports free threading only with the full API.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sysconfig
+
+from cffi import FFI
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CSRC = ROOT / "csrc"
+
+# (public header, source) in dependency order.
+UNITS = (
+    ("tr_common.h", "tr_common.c"),
+    ("tr_heap.h", "tr_heap.c"),
+    ("tr_wheel.h", "tr_wheel.c"),
+    ("tr_ring.h", "tr_ring.c"),
+)
+
+CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-pthread"]
+
+
+def _cdef_text(header: pathlib.Path) -> str:
+    """The header without preprocessor lines (cdef accepts only declarations)."""
+    lines = header.read_text().splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+
+def _constants() -> str:
+    return "#define TR_HEAP_LEVELS 8\n"
+
+
+def build_ffi() -> FFI:
+    ffi = FFI()
+    ffi.cdef(_constants() + "\n".join(_cdef_text(CSRC / h) for h, _ in UNITS))
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    includes = "\n".join(f'#include "{h}"' for h, _ in UNITS)
+    ffi.set_source(
+        "taskrunner._core",
+        includes,
+        sources=[str((CSRC / c).relative_to(ROOT)) for _, c in UNITS],
+        include_dirs=[str(CSRC.relative_to(ROOT))],
+        extra_compile_args=CFLAGS,
+        extra_link_args=["-pthread"],
+        py_limited_api=not free_threaded,
+    )
+    return ffi
+
+
+ffibuilder = build_ffi()
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
