@@ -1,27 +1,63 @@
 """taskrunner: a threading runtime whose queue core is C.
 
-This first layer holds the C core's typed wrappers: ``taskrunner.heap``,
-``taskrunner.wheel`` and ``taskrunner.ring``.
+Post work to a :class:`ThreadPool` or to the runners built on it; see the
+README for a tour.  Every public class documents its thread-safety, ordering
+and shutdown contract.
 """
 
 from __future__ import annotations
 
+from taskrunner.clock import MONOTONIC, Clock, MonotonicClock
 from taskrunner.errors import (
     ClosedError,
     DuplicateTokenError,
+    NoCurrentTaskRunnerError,
     QueueEmptyError,
     QueueFullError,
+    RunnerClosedError,
     TaskRunnerError,
     UnknownTokenError,
 )
+from taskrunner.pool import ShutdownReport, ThreadPool
+from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
+from taskrunner.runner import TaskRunner, current_task_runner
+from taskrunner.sequenced import ParallelTaskRunner, SequencedTaskRunner
+from taskrunner.single_thread import QueuePolicy, SingleThreadTaskRunner
+from taskrunner.task import Task, TaskState
+from taskrunner.timers import DebounceTimer, OneShotTimer, RepeatingTimer
+from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskPriority, TaskTraits
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_TRAITS",
+    "MONOTONIC",
+    "Clock",
     "ClosedError",
+    "DebounceTimer",
     "DuplicateTokenError",
+    "MonotonicClock",
+    "NoCurrentTaskRunnerError",
+    "OneShotTimer",
+    "ParallelTaskRunner",
     "QueueEmptyError",
     "QueueFullError",
+    "QueuePolicy",
+    "RepeatingMode",
+    "RepeatingTaskHandle",
+    "RepeatingTimer",
+    "RunnerClosedError",
+    "SequencedTaskRunner",
+    "ShutdownBehavior",
+    "ShutdownReport",
+    "SingleThreadTaskRunner",
+    "Task",
+    "TaskPriority",
+    "TaskRunner",
     "TaskRunnerError",
+    "TaskState",
+    "TaskTraits",
+    "ThreadPool",
     "UnknownTokenError",
+    "current_task_runner",
 ]

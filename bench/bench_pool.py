@@ -1,0 +1,407 @@
+"""ThreadPool against its standard-library peers, measured in the same run.
+
+Each comparison alternates the two sides (A B A B ...) and reports medians,
+because these 2-core machines drift by up to 2x over minutes; only the ratio
+of one run is worth quoting.
+
+    python bench/bench_pool.py [--quick] [--tasks N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import queue
+import random
+import resource
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from taskrunner import TaskPriority, TaskTraits, ThreadPool
+
+
+def noop() -> None:
+    pass
+
+
+TRAITS = [TaskTraits(priority=p) for p in TaskPriority]
+
+
+# ---- throughput: one poster --------------------------------------------------
+
+
+def ours_one_poster(n: int) -> float:
+    with ThreadPool(2, name="bench") as pool:
+        post = pool.post_task
+        t0 = time.perf_counter()
+        for _ in range(n):
+            post(noop)
+        pool.wait_idle()
+        elapsed = time.perf_counter() - t0
+    return n / elapsed
+
+
+def tpe_one_poster(n: int) -> float:
+    ex = ThreadPoolExecutor(2)
+    submit = ex.submit
+    t0 = time.perf_counter()
+    for _ in range(n):
+        submit(noop)
+    ex.shutdown(wait=True)
+    return n / (time.perf_counter() - t0)
+
+
+# ---- throughput: several posters ----------------------------------------------
+
+
+def _posters(k: int, n: int, post: Callable[[], None]) -> None:
+    per = n // k
+    start = threading.Barrier(k + 1)
+
+    def body() -> None:
+        start.wait()
+        for _ in range(per):
+            post()
+
+    threads = [threading.Thread(target=body) for _ in range(k)]
+    for t in threads:
+        t.start()
+    start.wait()
+    for t in threads:
+        t.join()
+
+
+def ours_k_posters(n: int, k: int = 4) -> float:
+    with ThreadPool(2, name="bench") as pool:
+        post = pool.post_task
+        t0 = time.perf_counter()
+        _posters(k, n, lambda: post(noop))  # type: ignore[func-returns-value]
+        pool.wait_idle()
+        elapsed = time.perf_counter() - t0
+    return (n // k * k) / elapsed
+
+
+def tpe_k_posters(n: int, k: int = 4) -> float:
+    ex = ThreadPoolExecutor(2)
+    submit = ex.submit
+    t0 = time.perf_counter()
+    _posters(k, n, lambda: submit(noop))  # type: ignore[func-returns-value]
+    ex.shutdown(wait=True)
+    return (n // k * k) / (time.perf_counter() - t0)
+
+
+# ---- throughput: mixed priorities ---------------------------------------------------
+
+
+def ours_priorities(n: int) -> float:
+    prios = [random.choice(TRAITS) for _ in range(n)]
+    with ThreadPool(2, name="bench", best_effort_limit=0) as pool:
+        post = pool.post_task
+        t0 = time.perf_counter()
+        for traits in prios:
+            post(noop, traits=traits)
+        pool.wait_idle()
+        elapsed = time.perf_counter() - t0
+    return n / elapsed
+
+
+def pq_priorities(n: int) -> float:
+    prios = [random.choice(list(TaskPriority)) for _ in range(n)]
+    q: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = queue.PriorityQueue()
+
+    def worker() -> None:
+        while True:
+            _, _, fn = q.get()
+            if fn is None:
+                q.task_done()
+                return
+            fn()
+            q.task_done()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    seq = itertools.count()
+    t0 = time.perf_counter()
+    for p in prios:
+        q.put((-p, next(seq), noop))
+    q.join()
+    elapsed = time.perf_counter() - t0
+    for _ in threads:
+        q.put((99, next(seq), None))
+    for t in threads:
+        t.join()
+    return n / elapsed
+
+
+# ---- latency: post to start on an idle pool ---------------------------------------
+
+
+def ours_latency(samples: int) -> list[float]:
+    out: list[float] = []
+    started = threading.Event()
+    t_start = [0]
+
+    def probe() -> None:
+        t_start[0] = time.perf_counter_ns()
+        started.set()
+
+    with ThreadPool(2, name="bench") as pool:
+        for _ in range(samples):
+            pool.wait_idle()
+            time.sleep(0.0002)  # let the workers go back to sleep
+            started.clear()
+            t0 = time.perf_counter_ns()
+            pool.post_task(probe)
+            started.wait()
+            out.append((t_start[0] - t0) / 1000)
+    return out
+
+
+def tpe_latency(samples: int) -> list[float]:
+    out: list[float] = []
+    t_start = [0]
+
+    def probe() -> None:
+        t_start[0] = time.perf_counter_ns()
+
+    with ThreadPoolExecutor(2) as ex:
+        ex.submit(noop).result()
+        for _ in range(samples):
+            time.sleep(0.0002)
+            t0 = time.perf_counter_ns()
+            ex.submit(probe).result()
+            out.append((t_start[0] - t0) / 1000)
+    return out
+
+
+# ---- delayed tasks --------------------------------------------------------------------
+
+
+def delayed(n: int, spread: float) -> dict[str, float]:
+    lateness: list[float] = []
+    lock = threading.Lock()
+    done = threading.Event()
+    remaining = [n]
+
+    with ThreadPool(2, name="bench") as pool:
+        clock = pool.clock
+
+        def fire(deadline: int) -> None:
+            late = (clock.now_ns() - deadline) / 1e6
+            with lock:
+                lateness.append(late)
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+        delays = [random.uniform(0.05, spread) for _ in range(n)]
+        post = pool.post_delayed_task
+        now = clock.now_ns
+        gc.disable()
+        t0 = time.perf_counter()
+        for d in delays:
+            post(fire, d, now() + int(d * 1e9))
+        post_us = (time.perf_counter() - t0) / n * 1e6
+        gc.enable()
+        done.wait()
+        # Cancel cost: post n far-future tasks, then cancel them all.
+        handles = [post(noop, 3600.0) for _ in range(n)]
+        t0 = time.perf_counter()
+        for h in handles:
+            h.cancel()
+        cancel_us = (time.perf_counter() - t0) / n * 1e6
+    lateness.sort()
+    return {
+        "post_us": post_us,
+        "cancel_us": cancel_us,
+        "late_p50_ms": lateness[len(lateness) // 2],
+        "late_p99_ms": lateness[int(len(lateness) * 0.99)],
+    }
+
+
+def heapq_timer_delayed(n: int, spread: float) -> dict[str, float]:
+    """The peer: a heapq + Condition timer thread with lazy cancel."""
+    import heapq
+
+    heap: list[tuple[float, int, Callable[[], None] | None]] = []
+    cv = threading.Condition()
+    lateness: list[float] = []
+    finished = threading.Event()
+    remaining = [n]
+    stop = [False]
+
+    def timer() -> None:
+        with cv:
+            while not stop[0]:
+                if not heap:
+                    cv.wait()
+                    continue
+                due, _, _fn = heap[0]
+                now = time.monotonic()
+                if due > now:
+                    cv.wait(due - now)
+                    continue
+                heapq.heappop(heap)
+                lateness.append((now - due) * 1e3)
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    finished.set()
+
+    thread = threading.Thread(target=timer)
+    thread.start()
+    seq = itertools.count()
+    delays = [random.uniform(0.05, spread) for _ in range(n)]
+    t0 = time.perf_counter()
+    for d in delays:
+        with cv:
+            entry = (time.monotonic() + d, next(seq), noop)
+            heapq.heappush(heap, entry)
+            if heap[0] is entry:
+                cv.notify()
+    post_us = (time.perf_counter() - t0) / n * 1e6
+    finished.wait()
+    with cv:
+        stop[0] = True
+        cv.notify()
+    thread.join()
+    lateness.sort()
+    return {
+        "post_us": post_us,
+        "late_p50_ms": lateness[len(lateness) // 2],
+        "late_p99_ms": lateness[int(len(lateness) * 0.99)],
+    }
+
+
+def million_pending(n: int) -> dict[str, float]:
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pool = ThreadPool(2, name="bench").start()
+    handles = [pool.post_delayed_task(noop, 3600.0) for _ in range(n)]
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    wheel_bytes = pool._delays.memory_bytes
+    pending = len(pool._delays)
+    pool.shutdown()
+    del handles
+    return {
+        "pending": pending,
+        "rss_per_task_bytes": (rss1 - rss0) * 1024 / n,
+        "wheel_bytes_per_timer": wheel_bytes / n,
+    }
+
+
+# ---- driver ------------------------------------------------------------------------------
+
+
+def alternate(a: Callable[[], float], b: Callable[[], float], rounds: int) -> tuple[float, float]:
+    xs, ys = [], []
+    for _ in range(rounds):
+        xs.append(a())
+        ys.append(b())
+    return statistics.median(xs), statistics.median(ys)
+
+
+Row = tuple[str, float, str, float, str]
+
+
+def report(quick: bool) -> Iterator[Row]:
+    """The comparisons as rows for ``taskrunner bench`` (see taskrunner/bench_report.py):
+    ``(name, ours, peer_name, peer, unit)``, a unit ending in ``/s`` being a rate."""
+    n, rounds = (20_000, 1) if quick else (200_000, 3)
+    ours, peer = alternate(lambda: ours_one_poster(n), lambda: tpe_one_poster(n), rounds)
+    yield ("post+run no-op, 1 poster, 2 workers", ours, "ThreadPoolExecutor(2)", peer, "tasks/s")
+    ours, peer = alternate(lambda: ours_k_posters(n), lambda: tpe_k_posters(n), rounds)
+    yield ("post+run no-op, 4 posters, 2 workers", ours, "ThreadPoolExecutor(2)", peer, "tasks/s")
+    ours, peer = alternate(lambda: ours_priorities(n), lambda: pq_priorities(n), rounds)
+    yield ("mixed priorities, 2 workers", ours, "queue.PriorityQueue", peer, "tasks/s")
+    samples = 300 if quick else 2000
+    lo, lt = sorted(ours_latency(samples)), sorted(tpe_latency(samples))
+    for label, q in (("p50", 0.5), ("p99", 0.99)):
+        yield (
+            f"post->start latency {label}, idle pool",
+            lo[int(len(lo) * q)],
+            "ThreadPoolExecutor(2)",
+            lt[int(len(lt) * q)],
+            "us",
+        )
+    dn = 10_000 if quick else 100_000
+    d, hq = delayed(dn, 2.0), heapq_timer_delayed(dn, 2.0)
+    yield (
+        f"post a delayed task ({dn:,} over 2 s)",
+        d["post_us"],
+        "heapq timer",
+        hq["post_us"],
+        "us",
+    )
+    yield ("delayed task lateness p99", d["late_p99_ms"], "heapq timer", hq["late_p99_ms"], "ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round")
+    parser.add_argument("--tasks", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-million", action="store_true")
+    args = parser.parse_args(argv)
+    n, rounds = args.tasks, args.rounds
+    if args.quick:
+        n, rounds = 20_000, 1
+    print(
+        f"python {sys.version.split()[0]}, gil={'on' if _gil() else 'off'}, "
+        f"{n} tasks, {rounds} rounds"
+    )
+
+    ours, peer = alternate(lambda: ours_one_poster(n), lambda: tpe_one_poster(n), rounds)
+    print(
+        f"1 poster,  2 workers : taskrunner {ours:>10,.0f}/s  TPE(2) {peer:>9,.0f}/s  "
+        f"ratio {ours / peer:5.1f}x  (goal >= 10x)"
+    )
+    ours, peer = alternate(lambda: ours_k_posters(n), lambda: tpe_k_posters(n), rounds)
+    print(
+        f"4 posters, 2 workers : taskrunner {ours:>10,.0f}/s  TPE(2) {peer:>9,.0f}/s  "
+        f"ratio {ours / peer:5.1f}x  (goal >= 8x)"
+    )
+    ours, peer = alternate(lambda: ours_priorities(n), lambda: pq_priorities(n), rounds)
+    print(
+        f"mixed priorities     : taskrunner {ours:>10,.0f}/s  PriorityQueue {peer:>9,.0f}/s  "
+        f"ratio {ours / peer:5.1f}x  (goal >= 5x)"
+    )
+
+    samples = 300 if args.quick else 2000
+    lo = sorted(ours_latency(samples))
+    lt = sorted(tpe_latency(samples))
+    q = lambda xs, f: xs[int(len(xs) * f)]  # noqa: E731
+    print(
+        f"post->start latency  : taskrunner p50 {q(lo, 0.5):6.1f} us p99 {q(lo, 0.99):6.1f} us   "
+        f"TPE p50 {q(lt, 0.5):6.1f} us p99 {q(lt, 0.99):6.1f} us  (goal p50 <= 15, p99 <= 50)"
+    )
+
+    dn = 10_000 if args.quick else 100_000
+    d = delayed(dn, 2.0)
+    hq = heapq_timer_delayed(dn, 2.0)
+    print(
+        f"{dn} delayed over 2 s: post {d['post_us']:.2f} us (heapq timer {hq['post_us']:.2f})"
+        f", cancel {d['cancel_us']:.2f} us, lateness p50 {d['late_p50_ms']:.2f} ms "
+        f"p99 {d['late_p99_ms']:.2f} ms (heapq timer p50 {hq['late_p50_ms']:.2f} "
+        f"p99 {hq['late_p99_ms']:.2f})  (goal post <= 1, cancel <= 0.5, p99 <= tick+0.3)"
+    )
+    if not args.skip_million:
+        m = million_pending(100_000 if args.quick else 1_000_000)
+        print(
+            f"{m['pending']:,} pending delayed tasks: {m['rss_per_task_bytes']:.0f} B resident "
+            f"per task (wheel {m['wheel_bytes_per_timer']:.0f} B per timer)"
+        )
+    return 0
+
+
+def _gil() -> bool:
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1346 @@
+"""``ThreadPool``: the scheduler and its worker threads.
+
+Design
+------
+Each posted task gets a 64-bit token from a process-wide counter and goes in
+``_live``, a dict from token to task, until someone claims it (see
+:mod:`taskrunner.task`).  The token, never the task, goes into C:
+
+* the **ready queue** of a worker group is the C heap (priority, then FIFO);
+* **delays** are the C timing wheel, driven by one timer thread
+  (:mod:`taskrunner._delays`), which moves due tokens into the ready queues.
+
+There are two worker groups, each with its own heap: the CPU group (a fixed
+number of threads) and the blocking group for ``may_block`` tasks, which
+starts empty, grows one thread at a time when a blocking task is posted and
+no blocking worker is idle (up to ``max_blocking_workers``), and shrinks
+when a worker has been idle for ``blocking_idle_timeout``.
+
+A worker blocks inside ``tr_heap_pop_wait`` (in C, GIL released) and takes a
+batch of tokens of one priority at a time (at most a fair share of what is
+queued), so posting and getting work each cost one C call per task or less.
+Before each task of a batch after the first the worker reads the heap's
+preemption counter for its priority level (a memory read, no call): if a
+more urgent task was pushed since the batch was taken, the worker gives the
+rest of its batch back to the front of the queue and takes the urgent one.
+So a higher-priority task never waits behind a lower one once a worker is
+between tasks.  Within a priority, tasks leave the queue in FIFO order; with
+several workers, tasks taken in one batch start in order on that worker.
+
+BEST_EFFORT tasks are capped in C (``tr_heap_set_low_limit``): at most
+``best_effort_limit`` run at once per group.
+
+Observability
+-------------
+With ``metrics=`` a post bumps a lock-free counter and stamps the task with
+the time; a worker times each task into a buffer of its own thread; both are
+pushed to the metrics in bulk (see :mod:`taskrunner.metrics`).  With neither
+``metrics`` nor ``tracer`` the worker loop tests one local variable per task
+(``plain``) and the post path one attribute.  A runner's run loop is posted
+as an *internal* task (``Task.ready_ns == _INTERNAL``): it is never counted
+or traced, while the runner's own tasks are, under the runner's name.
+
+Shutdown
+--------
+``shutdown(wait=True, timeout=None, cancel_pending=False)``:
+
+1. posts are refused from now on (``RunnerClosedError``); delayed tasks that
+   have not fired are dropped (all of them: a delayed BLOCK_SHUTDOWN task
+   behaves as SKIP_ON_SHUTDOWN);
+2. graceful (``cancel_pending=False``): wait up to ``timeout`` for every
+   queued task to run and every running task to end;
+3. then (at once when ``cancel_pending=True``): queued tasks that have not
+   started are dropped unless their behaviour is BLOCK_SHUTDOWN, which
+   always run before shutdown returns;
+4. the workers are joined, except one running a CONTINUE_ON_SHUTDOWN task:
+   shutdown does not wait for it (it is a daemon thread and exits after
+   its task).
+
+With ``wait=False`` steps 2 to 4 happen on a background thread and
+``shutdown`` returns at once.  The returned :class:`ShutdownReport` says what
+ran, what was dropped and what was still running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from contextvars import copy_context
+from dataclasses import dataclass
+from typing import Any
+
+from taskrunner._delays import DelayedTasks
+from taskrunner._native import CLOSED, OK, TIMEOUT, check, ffi, lib, timeout_ns
+from taskrunner.clock import MONOTONIC, Clock
+from taskrunner.errors import RunnerClosedError
+from taskrunner.metrics import CANCELLED as M_CANCELLED
+from taskrunner.metrics import DROPPED as M_DROPPED
+from taskrunner.metrics import FAILED as M_FAILED
+from taskrunner.metrics import SUCCEEDED as M_SUCCEEDED
+from taskrunner.metrics import (
+    InProcessMetrics,
+    Metrics,
+    NoopMetrics,
+    RunnerGauges,
+    TaskTracer,
+)
+from taskrunner.runner import TaskRunner, _set_current
+from taskrunner.task import (
+    CANCELLED,
+    DROPPED,
+    FAILED,
+    FINISHED_STATES,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    Task,
+)
+from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskPriority, TaskTraits
+
+log = logging.getLogger("taskrunner.pool")
+
+_push = lib.tr_heap_push
+_pop_wait = lib.tr_heap_pop_wait
+_unpop = lib.tr_heap_unpop
+_remove = lib.tr_heap_remove
+_wheel_cancel = lib.tr_wheel_cancel
+_unpack = ffi.unpack
+_BLOCK = ShutdownBehavior.BLOCK_SHUTDOWN
+_CONTINUE = ShutdownBehavior.CONTINUE_ON_SHUTDOWN
+_LEVELS = lib.TR_HEAP_LEVELS
+_now_ns = time.monotonic_ns
+_USER_VISIBLE = int(TaskPriority.USER_VISIBLE)
+# Task.ready_ns of an internal task (a runner's run loop): not counted, not traced.
+_INTERNAL = -1
+# A worker holds the rest of a batch back for at most this long; then it
+# returns it to the queue so idle workers can take it (long tasks gain nothing
+# from batching, and a batch must not hide ready work from a free worker).
+_HOLD_NS = 1_000_000
+
+# Tokens are unique across every pool of the process, which keeps a token
+# from being mistaken for another pool's.  next() on itertools.count is atomic
+# with or without the GIL.
+_next_token = itertools.count(1).__next__
+
+ErrorHandler = Callable[[BaseException, Task], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownReport:
+    """What ``shutdown`` found and did."""
+
+    #: True if every queued task ran (the graceful drain finished in time).
+    drained: bool
+    #: Not-started tasks that were dropped (queued and delayed).
+    dropped: int
+    #: CONTINUE_ON_SHUTDOWN tasks still running when shutdown returned.
+    still_running: int
+    #: True if ``timeout`` ran out before the drain finished.
+    timed_out: bool
+
+
+class _PostCounter:
+    """Counts posts without a lock: the hot path calls ``next`` (the C
+    ``__next__`` of an ``itertools.count``, atomic with or without the GIL).
+
+    A flush reads the count by calling ``next`` too: the value it gets is the
+    number of calls before it, posts and earlier reads together, so
+    ``posts = value - reads``.  ``reads`` and ``reported`` are written only
+    under the pool's ``_flush_lock``.
+    """
+
+    __slots__ = ("next", "reads", "reported")
+
+    def __init__(self) -> None:
+        self.next = itertools.count().__next__
+        self.reads = 0
+        self.reported = 0
+
+    def take_new(self) -> int:
+        """Posts since the last call (caller holds the pool's ``_flush_lock``)."""
+        posts = self.next() - self.reads
+        self.reads += 1
+        new = posts - self.reported
+        self.reported = posts
+        return new
+
+
+class _TaskTimes:
+    """One runtime thread's timings of tasks that succeeded, not yet pushed.
+
+    ``bufs`` maps (runner, priority, category) to a flat list of
+    ``queue_wait_ns, run_ns`` pairs.  Only the owning thread adds keys (an
+    atomic ``setdefault``) and appends (a pair is two appends, wait then run);
+    a drain, under the pool's ``_flush_lock``, copies ``bufs`` (atomic), reads
+    a list's length once, rounds it down to even and takes that many items off
+    the front (one slice, one ``del``, each atomic).  A list only grows at its
+    end, so the front is always whole pairs: no lock is taken per task and no
+    pair is lost or torn, with or without the GIL.
+    """
+
+    __slots__ = ("bufs",)
+
+    def __init__(self) -> None:
+        self.bufs: dict[tuple[str, int, str | None], list[int]] = {}
+
+    def buf(self, runner: str, priority: int, category: str | None) -> list[int]:
+        key = (runner, priority, category)
+        buf = self.bufs.get(key)
+        if buf is None:
+            buf = self.bufs.setdefault(key, [])
+        return buf
+
+
+# A thread pushes its timings once a buffer holds this many tasks.
+_TIMES_LIMIT = 1024
+
+
+class _Worker:
+    """One worker thread.  ``current`` is written only by its own thread."""
+
+    __slots__ = ("current", "thread")
+
+    def __init__(self) -> None:
+        self.current: Task | None = None
+        self.thread: threading.Thread | None = None
+
+
+class _Group:
+    """A worker group: a C heap (its ready queue) and the threads popping it.
+
+    ``lock`` guards ``workers`` and ``spawned``; the heap guards itself.
+    """
+
+    def __init__(
+        self,
+        pool: ThreadPool,
+        kind: str,
+        minimum: int,
+        maximum: int,
+        idle_timeout: float | None,
+        best_effort_limit: int,
+    ) -> None:
+        self.pool = pool
+        self.kind = kind
+        self.minimum = minimum
+        self.maximum = maximum
+        self.idle_timeout_ns = timeout_ns(idle_timeout, "idle timeout")
+        out = ffi.new("tr_heap **")
+        check(lib.tr_heap_new(out), "ready queue")
+        self.h = ffi.gc(out[0], lib.tr_heap_free)
+        self.epochs = lib.tr_heap_epochs(self.h)
+        if best_effort_limit:
+            check(
+                lib.tr_heap_set_low_limit(self.h, TaskPriority.BEST_EFFORT, best_effort_limit),
+                "best-effort limit",
+            )
+        self.best_effort_capped = best_effort_limit > 0
+        self.lock = threading.Lock()
+        self.workers: list[_Worker] = []
+        self.spawned = 0
+
+    def spawn(self) -> None:
+        """Start one worker thread (caller holds ``lock``)."""
+        worker = _Worker()
+        self.spawned += 1
+        thread = threading.Thread(
+            target=self.pool._worker_main,
+            args=(self, worker),
+            name=f"{self.pool.name}-{self.kind}-{self.spawned}",
+            daemon=True,
+        )
+        worker.thread = thread
+        self.workers.append(worker)
+        thread.start()
+
+    def maybe_grow(self) -> None:
+        """Add a worker if none is idle and the group is below its maximum."""
+        if len(self.workers) >= self.maximum or lib.tr_heap_len(self.h) <= lib.tr_heap_waiters(
+            self.h
+        ):
+            return  # at the cap, or enough idle workers for what is queued
+        with self.lock:
+            if len(self.workers) < self.maximum and not self.pool._closed:
+                self.spawn()
+
+    def retire(self, worker: _Worker) -> bool:
+        """Called by an idle worker: True if it may exit (group above minimum)."""
+        with self.lock:
+            if len(self.workers) > self.minimum:
+                self.workers.remove(worker)
+                return True
+        return False
+
+    def queued(self) -> int:
+        return int(lib.tr_heap_len(self.h))
+
+
+class ThreadPool(TaskRunner):
+    """A pool of worker threads running posted tasks by priority.
+
+    ``workers`` CPU workers (default: the CPU count, at least 2) plus a
+    growable group of up to ``max_blocking_workers`` for ``may_block`` tasks.
+    Tasks posted before :meth:`start` wait for it.  Exceptions raised by tasks
+    never kill a worker: they go to ``error_handler(exc, task)`` (default: log
+    at ERROR on ``taskrunner.pool`` with the task's name and traceback).
+    The poster's ``contextvars`` context is captured at post time and the task
+    runs in it.  Every method may be called from any thread.
+
+    Observability (both fixed for the pool's life, both off by default):
+    ``metrics`` (a :class:`~taskrunner.metrics.Metrics`, e.g.
+    :class:`~taskrunner.metrics.InProcessMetrics`) receives the events of the
+    pool and of every runner built on it; the pool is its
+    :class:`~taskrunner.metrics.MetricsSource` (gauges, and
+    :meth:`flush_metrics` for the events it buffers).  ``tracer`` (a
+    :class:`~taskrunner.metrics.TaskTracer`, e.g.
+    :class:`taskrunner.otel.OtelTracer`) wraps the run of every task.  With
+    neither, the pool makes no call to either.  Metrics hooks must return
+    quickly and must not call back into the pool; one that raises is logged
+    once and ignored.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        name: str = "pool",
+        max_blocking_workers: int = 64,
+        blocking_idle_timeout: float = 10.0,
+        best_effort_limit: int = 2,
+        category_limits: dict[str, int] | None = None,
+        clock: Clock | None = None,
+        error_handler: ErrorHandler | None = None,
+        tick: float = 0.001,
+        leeway: float = 0.0,
+        batch_size: int = 32,
+        metrics: Metrics | None = None,
+        tracer: TaskTracer | None = None,
+    ) -> None:
+        if workers is None:
+            workers = max(2, os.cpu_count() or 2)
+        _check_int("workers", workers, 1)
+        _check_int("max_blocking_workers", max_blocking_workers, 1)
+        _check_int("best_effort_limit", best_effort_limit, 0)
+        _check_int("batch_size", batch_size, 1)
+        _check_seconds("blocking_idle_timeout", blocking_idle_timeout)
+        _check_seconds("tick", tick)
+        _check_seconds("leeway", leeway)
+        if tick <= 0:
+            raise ValueError("tick must be > 0")
+        if error_handler is not None and not callable(error_handler):
+            raise TypeError("error_handler must be callable")
+        if metrics is not None and not isinstance(metrics, Metrics):
+            raise TypeError(f"metrics must implement Metrics, not {type(metrics).__name__}")
+        if tracer is not None and not isinstance(tracer, TaskTracer):
+            raise TypeError(f"tracer must implement TaskTracer, not {type(tracer).__name__}")
+        self._name = name
+        self._pool = self  # every runner's _pool owns its tasks (see task.py)
+        self._clock: Clock = clock if clock is not None else MONOTONIC
+        self._error_handler = error_handler
+        self._batch_size = batch_size
+        # Observability (fixed for the pool's life).  None means off: no call at
+        # all; _plain is the one flag the run paths test.
+        self._metrics: Metrics | None = None if type(metrics) is NoopMetrics else metrics
+        self._tracer = tracer
+        self._plain = self._metrics is None and tracer is None
+        self._metrics_error_logged = False  # under _stats_lock: the first failure is logged
+        # Buffered metrics (see taskrunner.metrics: the hot path makes no call).
+        # Post counters by (runner, priority, category): lock-free, created
+        # with an atomic setdefault, read only by _flush_locked.
+        self._post_counters: dict[tuple[str, int, str | None], _PostCounter] = {}
+        self._posted_default = self._post_counter(name, _USER_VISIBLE, None)
+        # Guards _accs and serialises the pushes of buffered events (two
+        # drains of one buffer must not interleave).  Never held by the hot
+        # path; held while the metrics hooks run (they take only their own lock).
+        self._flush_lock = threading.Lock()
+        self._accs: list[_TaskTimes] = []  # one per thread that runs our tasks
+        self._acc_local = threading.local()  # .acc: the calling thread's _TaskTimes
+        # The pending tasks by token; see taskrunner.task for the claim rule.
+        self._live: dict[int, Task] = {}
+        self._cpu = _Group(self, "worker", workers, workers, None, best_effort_limit)
+        self._cpu_h = self._cpu.h
+        self._blocking = _Group(
+            self, "blocking", 0, max_blocking_workers, blocking_idle_timeout, best_effort_limit
+        )
+        self._delays = DelayedTasks(
+            self._clock,
+            self._fire_delayed,
+            tick_ns=int(tick * 1e9),
+            leeway_ns=int(leeway * 1e9),
+            name=name,
+        )
+        # Runners built on this pool (guarded by _lifecycle); shut down with it.
+        self._children: weakref.WeakSet[TaskRunner] = weakref.WeakSet()
+        self._gates: dict[str, _CategoryGate] = {}
+        for category, limit in (category_limits or {}).items():
+            _check_int(f"category_limits[{category!r}]", limit, 1)
+            self._gates[category] = _CategoryGate(self, category, limit)
+        # Guards the lifecycle fields below (_started, _closed, _report).
+        self._lifecycle = threading.Lock()
+        self._started = False
+        self._closed = False  # also read without the lock on the post path
+        self._dropping = False  # set once; workers then skip non-BLOCK tasks
+        self._report: ShutdownReport | None = None
+        self._shutdown_done = threading.Event()
+        # Guards the counters below (each written by exactly one kind of thread)
+        # and _metrics_error_logged.
+        self._stats_lock = threading.Lock()
+        self._completed = 0
+        self._failed = 0
+        self._cancelled = 0
+        self._dropped = 0
+        if self._metrics is not None:
+            self._metrics.add_source(name, self)
+
+    # ---- TaskRunner properties -----------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` ran."""
+        return self._started
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """The pool's metrics sink, or None when metrics are off.  Runners built
+        on the pool and the JobManager report through it."""
+        return self._metrics
+
+    @property
+    def tracer(self) -> TaskTracer | None:
+        """The hook wrapping each task's execution, or None."""
+        return self._tracer
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    def start(self) -> ThreadPool:
+        """Start the workers and the timer thread.  Idempotent; returns self."""
+        with self._lifecycle:
+            if self._closed:
+                raise RunnerClosedError(f"{self._name}: cannot start a pool that was shut down")
+            if self._started:
+                return self
+            self._started = True
+            with self._cpu.lock:
+                for _ in range(self._cpu.minimum):
+                    self._cpu.spawn()
+        self._delays.start()
+        if len(self._blocking.workers) == 0 and lib.tr_heap_len(self._blocking.h):
+            self._blocking.maybe_grow()
+        return self
+
+    def __enter__(self) -> ThreadPool:
+        return self.start()
+
+    # ---- posting ------------------------------------------------------------------
+
+    def post_task(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Queue ``fn(*args)``; returns its handle.  RunnerClosedError after shutdown."""
+        if self._closed:
+            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
+        if not callable(fn):
+            raise TypeError(f"task must be callable, not {type(fn).__name__}")
+        if traits is not DEFAULT_TRAITS and type(traits) is not TaskTraits:
+            raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
+        token = _next_token()
+        task = Task(token, fn, args, copy_context(), traits, name, self)
+        self._live[token] = task
+        if self._metrics is not None:
+            task.ready_ns = _now_ns()
+            if traits is DEFAULT_TRAITS:
+                self._posted_default()
+            else:
+                self._post_counter(self._name, traits.priority, traits.category)()
+        if traits is DEFAULT_TRAITS:  # the fast path: CPU group, USER_VISIBLE
+            status = _push(self._cpu_h, token, _USER_VISIBLE)
+            if status != OK:
+                self._post_failed(task, status)
+        else:
+            self._enqueue(task)
+        return task
+
+    # ---- the hooks runners build on ------------------------------------------------
+
+    def _register(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        traits: TaskTraits,
+        name: str | None,
+        runner: TaskRunner,
+    ) -> Task:
+        """A new pending task of ``runner``, claimable through this pool (see task.py)."""
+        if not callable(fn):
+            raise TypeError(f"task must be callable, not {type(fn).__name__}")
+        if type(traits) is not TaskTraits:
+            raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
+        token = _next_token()
+        task = Task(token, fn, args, copy_context(), traits, name, runner)
+        self._live[token] = task
+        if self._metrics is not None:
+            task.ready_ns = _now_ns()
+            self._post_counter(runner.name, traits.priority, traits.category)()
+        return task
+
+    def _post_internal(self, fn: Callable[[], Any], traits: TaskTraits, runner: TaskRunner) -> None:
+        """Queue one of ``runner``'s internal tasks (its run loop) on this pool.
+
+        It is marked internal (``ready_ns == _INTERNAL``) so that it is neither
+        counted nor traced: the runner's own tasks report themselves through
+        :meth:`_run_claimed`.  RunnerClosedError once the pool is closed.
+        """
+        if self._closed:
+            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
+        token = _next_token()
+        task = Task(token, fn, (), copy_context(), traits, runner.name, runner)
+        task.ready_ns = _INTERNAL
+        self._live[token] = task
+        self._push_ready(task)
+
+    def _claim(self, task: Task) -> bool:
+        """Take a pending task for running (False: cancelled or dropped already)."""
+        return self._live.pop(task.token, None) is task
+
+    def _unregister(self, task: Task) -> None:
+        """Forget a task that never reached a queue (its post failed)."""
+        if self._live.pop(task.token, None) is task:
+            self._note_not_run(task, M_DROPPED)
+
+    # ---- observability -------------------------------------------------------------
+
+    def _metrics_failed(self) -> None:
+        """A metrics hook raised: log it once per pool, then carry on."""
+        with self._stats_lock:
+            first = not self._metrics_error_logged
+            self._metrics_error_logged = True
+        if first:
+            log.exception(
+                "%s: a metrics hook failed (logged once; later failures are ignored)",
+                self._name,
+                extra={"runner": self._name},
+            )
+
+    def _note_not_run(self, task: Task, outcome: str) -> None:
+        """Report a task that ended without running (cancelled, dropped, rejected)."""
+        metrics = self._metrics
+        if metrics is None or task.ready_ns == _INTERNAL:
+            return
+        traits = task.traits
+        try:
+            metrics.task_not_run(task.runner.name, traits.priority, traits.category, outcome)
+        except Exception:
+            self._metrics_failed()
+
+    def _report_ran(self, task: Task, outcome: str, start_ns: int, end_ns: int) -> None:
+        """Report one task that ran (the slow path: categories, failures, runners)."""
+        metrics = self._metrics
+        if metrics is None:
+            return
+        traits = task.traits
+        try:
+            metrics.tasks_ran(
+                task.runner.name,
+                traits.priority,
+                traits.category,
+                outcome,
+                (start_ns - task.ready_ns,),
+                (end_ns - start_ns,),
+            )
+        except Exception:
+            self._metrics_failed()
+
+    def _post_counter(self, runner: str, priority: int, category: str | None) -> Callable[[], int]:
+        """The counting function for posts of (runner, priority, category)."""
+        key = (runner, int(priority), category)
+        counter = self._post_counters.get(key)
+        if counter is None:
+            counter = self._post_counters.setdefault(key, _PostCounter())
+        return counter.next
+
+    def _thread_times(self) -> _TaskTimes | None:
+        """The calling thread's timing buffer (None without metrics, or on a
+        thread that is not one of the runtime's: a caller_runs poster)."""
+        try:
+            acc: _TaskTimes = self._acc_local.acc
+        except AttributeError:
+            return None
+        return acc
+
+    def _adopt_thread(self) -> _TaskTimes | None:
+        """Give the calling runtime thread (a worker, a runner's thread) a
+        timing buffer; None without metrics.  Pair with :meth:`_release_thread`."""
+        if self._metrics is None:
+            return None
+        acc = _TaskTimes()
+        with self._flush_lock:
+            self._accs.append(acc)
+        self._acc_local.acc = acc
+        return acc
+
+    def _release_thread(self, acc: _TaskTimes | None) -> None:
+        """The thread of ``acc`` is ending: push its buffer and forget it."""
+        if acc is None:
+            return
+        with self._flush_lock:
+            self._drain_locked(acc)
+            with contextlib.suppress(ValueError):
+                self._accs.remove(acc)
+        with contextlib.suppress(AttributeError):
+            del self._acc_local.acc
+
+    def _flush_times(self, acc: _TaskTimes) -> None:
+        """Push one thread's full buffer (called by that thread)."""
+        with self._flush_lock:
+            self._drain_locked(acc)
+
+    def _drain_locked(self, acc: _TaskTimes) -> None:
+        """Push everything in ``acc`` (caller holds ``_flush_lock``)."""
+        metrics = self._metrics
+        if metrics is None:
+            return
+        for (runner, priority, category), buf in acc.bufs.copy().items():
+            n = len(buf)
+            n -= n & 1  # whole pairs only: the owner may be between its two appends
+            if not n:
+                continue
+            # The owner only appends, so the first n items are n/2 whole pairs,
+            # and deleting them leaves whatever it appends meanwhile.
+            chunk = buf[:n]
+            del buf[:n]
+            try:
+                metrics.tasks_ran(runner, priority, category, M_SUCCEEDED, chunk[0::2], chunk[1::2])
+            except Exception:
+                self._metrics_failed()
+
+    def flush_metrics(self) -> None:
+        """Push every buffered metrics event (posts, task timings) to the
+        pool's metrics now.  Collectors call it before they read (it is the
+        :class:`~taskrunner.metrics.MetricsSource` hook); any thread may call it."""
+        metrics = self._metrics
+        if metrics is None:
+            return
+        with self._flush_lock:
+            for (runner, priority, category), counter in self._post_counters.copy().items():
+                new = counter.take_new()
+                if new:
+                    try:
+                        metrics.tasks_posted(runner, priority, category, new)
+                    except Exception:
+                        self._metrics_failed()
+            for acc in self._accs:
+                self._drain_locked(acc)
+
+    def metrics_gauges(self) -> RunnerGauges:
+        """The pool's levels now (the :class:`~taskrunner.metrics.MetricsSource` hook)."""
+        counts = ffi.new("size_t[]", _LEVELS)
+        by_prio = {int(p): 0 for p in TaskPriority}
+        running = 0
+        workers: dict[str, int] = {}
+        for label, group in (("cpu", self._cpu), ("blocking", self._blocking)):
+            lib.tr_heap_level_counts(group.h, counts)
+            for p in TaskPriority:
+                by_prio[int(p)] += int(counts[int(p)])
+            with group.lock:
+                running += sum(1 for w in group.workers if w.current is not None)
+                workers[label] = len(group.workers)
+        return RunnerGauges(
+            kind="pool",
+            queued=sum(by_prio.values()),
+            running=running,
+            queued_by_priority=by_prio,
+            delayed=len(self._delays),
+            workers=workers,
+        )
+
+    def _run_claimed(self, task: Task) -> None:
+        """Run a task the caller claimed, on the calling thread: state, errors, counters.
+
+        During shutdown's dropping phase a task that is not BLOCK_SHUTDOWN is
+        dropped instead of run."""
+        if self._dropping and task.traits.shutdown_behavior is not _BLOCK:
+            self._note_not_run(task, M_DROPPED)
+            task._finish(DROPPED)
+            with self._stats_lock:
+                self._dropped += 1
+            return
+        if not self._plain:
+            self._run_claimed_observed(task)
+            return
+        task.state = RUNNING
+        try:
+            task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+        except BaseException as exc:
+            task._name = task.name  # keep the callable's name for the report
+            task._finish(FAILED)
+            with self._stats_lock:
+                self._failed += 1
+            self._report_error(exc, task)
+        else:
+            task._finish(SUCCEEDED)
+            with self._stats_lock:
+                self._completed += 1
+
+    def _run_claimed_observed(self, task: Task) -> None:
+        """:meth:`_run_claimed` with metrics or a tracer: timed, reported, wrapped."""
+        tracer = self._tracer
+        task.state = RUNNING
+        start = _now_ns()
+        try:
+            if tracer is None:
+                task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+            else:
+                task.ctx.run(tracer.run_task, task, task.fn, task.args)  # type: ignore[arg-type]
+        except BaseException as exc:
+            end = _now_ns()
+            task._name = task.name  # keep the callable's name for the report
+            self._report_ran(task, M_FAILED, start, end)  # counted before it is seen done
+            task._finish(FAILED)
+            with self._stats_lock:
+                self._failed += 1
+            self._report_error(exc, task)
+        else:
+            end = _now_ns()
+            acc = self._thread_times()
+            if acc is None:  # not one of the runtime's threads: report at once
+                self._report_ran(task, M_SUCCEEDED, start, end)
+            else:
+                traits = task.traits
+                buf = acc.buf(task.runner.name, int(traits.priority), traits.category)
+                buf.append(start - task.ready_ns)
+                buf.append(end - start)
+                if len(buf) >= 2 * _TIMES_LIMIT:
+                    self._flush_times(acc)
+            task._finish(SUCCEEDED)
+            with self._stats_lock:
+                self._completed += 1
+
+    def _add_child(self, runner: TaskRunner) -> None:
+        """Register a runner built on this pool; pool shutdown shuts it down first."""
+        with self._lifecycle:
+            if self._closed:
+                raise RunnerClosedError(f"{self._name}: cannot create a runner on a closed pool")
+            self._children.add(runner)
+
+    def _enqueue(self, task: Task) -> None:
+        """Push a claimed-for-running task's token to its group's ready queue."""
+        if task.runner is not self:
+            task.runner._accept_fired(task)  # type: ignore[attr-defined]
+            return
+        self._push_ready(task)
+
+    def _push_ready(self, task: Task) -> None:
+        """Push a task of this pool's own queues (through its category gate)."""
+        traits = task.traits
+        if traits.category is not None and self._gates:
+            gate = self._gates.get(traits.category)
+            if gate is not None and gate.admit(task):
+                return  # held by the gate until a slot frees
+        if traits.may_block:
+            group = self._blocking
+            status = _push(group.h, task.token, traits.priority)
+            if status == OK and self._started:
+                group.maybe_grow()
+        else:
+            status = _push(self._cpu.h, task.token, traits.priority)
+        if status != OK:
+            self._post_failed(task, status)
+
+    def _post_failed(self, task: Task, status: int) -> None:
+        if self._live.pop(task.token, None) is task:
+            self._note_not_run(task, M_DROPPED)
+            task._finish(DROPPED)
+        if status == CLOSED:
+            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
+        check(status, f"{self._name}: post_task")
+
+    def post_delayed_task(
+        self,
+        fn: Callable[..., Any],
+        delay: float,
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Queue ``fn(*args)`` to run ``delay`` seconds from now (per the pool's clock)."""
+        delay_ns = _delay_ns(delay)
+        if delay_ns == 0:
+            return self.post_task(fn, *args, traits=traits, name=name)
+        if self._closed:
+            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
+        task = self._register(fn, args, traits, name, self)
+        self._schedule_delayed(task, delay_ns)
+        return task
+
+    def _schedule_delayed(self, task: Task, delay_ns: int) -> None:
+        """Put a registered task in the wheel; it reaches its runner when due."""
+        task.delayed = True
+        status = self._delays.add(task.token, self._clock.now_ns() + delay_ns)
+        if status != OK:
+            self._post_failed(task, status)
+
+    def _fire_delayed(self, tokens: list[int], deadlines: list[int], now_ns: int) -> None:
+        """Timer thread: due tokens move to their ready queues, in deadline order."""
+        live_get = self._live.get
+        metrics = self._metrics
+        ready = 0
+        if metrics is not None:
+            # Before the tasks are queued, so the lateness is recorded by the
+            # time any of them can have run.
+            try:
+                metrics.timers_fired(self._name, [max(0, now_ns - d) for d in deadlines])
+            except Exception:
+                self._metrics_failed()
+            ready = _now_ns()
+        for token in tokens:
+            task = live_get(token)
+            if task is None:
+                continue  # cancelled while firing
+            task.delayed = False
+            task.ready_ns = ready
+            with contextlib.suppress(RunnerClosedError):
+                self._enqueue(task)  # shutting down: _post_failed dropped it
+
+    # ---- cancellation -------------------------------------------------------------
+
+    def _cancel_task(self, task: Task) -> bool:
+        if self._live.pop(task.token, None) is not task:
+            return False  # already started, finished, or cancelled
+        if task.delayed:
+            _wheel_cancel(self._delays._w, task.token)
+        group = self._blocking if task.traits.may_block else self._cpu
+        _remove(group.h, task.token)  # best effort: a popped token is skipped anyway
+        if task.traits.category is not None and self._gates:
+            self._release_gate(task)
+        self._note_not_run(task, M_CANCELLED)
+        task._finish(CANCELLED)
+        with self._stats_lock:
+            self._cancelled += 1
+        return True
+
+    # ---- the worker loop ------------------------------------------------------------
+
+    def _worker_main(self, group: _Group, worker: _Worker) -> None:
+        _set_current(self)
+        h = group.h
+        size = self._batch_size if group is self._cpu else 1  # blocking tasks: never batch
+        buf = ffi.new("uint64_t[]", size)
+        count = ffi.new("size_t *")
+        prio = ffi.new("int32_t *")
+        epochs = group.epochs
+        live_get = self._live.get
+        live_pop = self._live.pop
+        capped = group.best_effort_capped
+        idle_timeout = group.idle_timeout_ns
+        done = done_low = 0
+        completed = failed = dropped = 0
+        # Observability.  With neither metrics nor a tracer (``plain``) the loop
+        # tests one local per task and nothing else.  Otherwise each task is
+        # timed; a success's timings go to this thread's buffer ``acc`` (no
+        # call; pushed in bulk), anything else is reported at once.
+        plain = self._plain
+        tracer = self._tracer
+        acc = self._adopt_thread()
+        times: list[int] = []  # acc's buffer for this batch's (runner, priority)
+        put = times.append
+        name = self._name
+        try:
+            while True:
+                status = _pop_wait(h, buf, size, count, prio, done, done_low, idle_timeout)
+                done = done_low = 0
+                if status != OK:
+                    if status == TIMEOUT:
+                        if group.retire(worker):
+                            break
+                        continue
+                    if status == CLOSED:
+                        break
+                    check(status, "worker pop")
+                tokens = _unpack(buf, count[0])
+                priority = prio[0]
+                level = (
+                    priority if 0 <= priority < _LEVELS else (0 if priority < 0 else _LEVELS - 1)
+                )
+                epoch = epochs[level]
+                hold_until = _now_ns() + _HOLD_NS
+                if acc is not None:
+                    times = acc.buf(name, priority, None)
+                    put = times.append
+                for token in tokens:
+                    if done and (epochs[level] != epoch or _now_ns() > hold_until):
+                        # Something more urgent arrived, or this batch has held its
+                        # tasks back long enough: give the rest back to the queue.
+                        rest = tokens[done:]
+                        check(_unpop(h, rest, len(rest), priority), "unpop")
+                        break
+                    done += 1
+                    task = live_get(token)
+                    if task is None:
+                        continue  # cancelled
+                    worker.current = task  # before the claim: see flush()
+                    if live_pop(token, None) is None:
+                        worker.current = None
+                        continue  # cancelled between get and pop
+                    if self._dropping and task.traits.shutdown_behavior is not _BLOCK:
+                        self._note_not_run(task, M_DROPPED)
+                        task._finish(DROPPED)
+                        dropped += 1
+                    elif plain:
+                        task.state = RUNNING
+                        try:
+                            task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                        except BaseException as exc:
+                            task._name = task.name  # keep the callable's name for the report
+                            task._finish(FAILED)
+                            failed += 1
+                            self._report_error(exc, task)
+                        else:
+                            # task._finish(SUCCEEDED), inlined: this is the hot path.
+                            task.state = SUCCEEDED
+                            task.fn = None
+                            task.args = ()
+                            if task._done_event is not None:
+                                task._done_event.set()
+                            completed += 1
+                    else:
+                        ready = task.ready_ns  # _INTERNAL: a run loop, not ours to report
+                        task.state = RUNNING
+                        start = _now_ns()
+                        try:
+                            if tracer is None or ready == _INTERNAL:
+                                task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                            else:
+                                task.ctx.run(tracer.run_task, task, task.fn, task.args)  # type: ignore[arg-type]
+                        except BaseException as exc:
+                            end = _now_ns()
+                            task._name = task.name  # keep the callable's name for the report
+                            if ready != _INTERNAL:
+                                self._report_ran(task, M_FAILED, start, end)
+                            task._finish(FAILED)
+                            failed += 1
+                            self._report_error(exc, task)
+                        else:
+                            end = _now_ns()
+                            # Recorded before the task is seen done (state, event).
+                            if acc is not None and ready != _INTERNAL:
+                                category = task.traits.category
+                                if category is None:
+                                    put(start - ready)
+                                    put(end - start)
+                                else:
+                                    self._time_categorised(
+                                        acc, priority, category, start - ready, end - start
+                                    )
+                            task.state = SUCCEEDED
+                            task.fn = None
+                            task.args = ()
+                            if task._done_event is not None:
+                                task._done_event.set()
+                            completed += 1
+                    worker.current = None
+                    if task.traits.category is not None and self._gates:
+                        self._release_gate(task)
+                if capped and priority <= TaskPriority.BEST_EFFORT:
+                    done_low = done
+                if completed or failed or dropped:
+                    with self._stats_lock:
+                        self._completed += completed
+                        self._failed += failed
+                        self._dropped += dropped
+                    completed = failed = dropped = 0
+                if acc is not None and len(times) >= 2 * _TIMES_LIMIT:
+                    self._flush_times(acc)
+            if done:
+                lib.tr_heap_complete(h, done, done_low)
+        finally:
+            # Push this thread's timings before it ends (a CONTINUE_ON_SHUTDOWN
+            # task may finish after the pool's own final flush).
+            self._release_thread(acc)
+            _set_current(None)
+
+    def _time_categorised(
+        self, acc: _TaskTimes, priority: int, category: str, wait_ns: int, run_ns: int
+    ) -> None:
+        """Buffer the timings of a pool task with a category (worker thread)."""
+        buf = acc.buf(self._name, priority, category)
+        buf.append(wait_ns)
+        buf.append(run_ns)
+        if len(buf) >= 2 * _TIMES_LIMIT:
+            self._flush_times(acc)
+
+    def _release_gate(self, task: Task) -> None:
+        """A claimed task of a capped category ended (ran, dropped or cancelled)."""
+        gate = self._gates.get(task.traits.category)  # type: ignore[arg-type]
+        if gate is not None and not gate.forget(task):
+            gate.release()
+
+    def _report_error_from_callback(self, task: Task) -> None:
+        log.exception(
+            "a callback failed for task %s",
+            task.name,
+            extra={"task_name": task.name, "runner": task.runner.name},
+        )
+
+    def _report_error(self, exc: BaseException, task: Task) -> None:
+        """Hand a task's exception to the error handler (default: the log)."""
+        handler = self._error_handler
+        try:
+            if handler is not None:
+                handler(exc, task)
+            else:
+                log.error(
+                    "task %s raised %s",
+                    task.name,
+                    type(exc).__name__,
+                    exc_info=(type(exc), exc, exc.__traceback__),
+                    extra={"task_name": task.name, "runner": task.runner.name},
+                )
+        except BaseException:
+            log.exception(
+                "error handler failed for task %s",
+                task.name,
+                extra={"task_name": task.name, "runner": task.runner.name},
+            )
+
+    # ---- waiting ---------------------------------------------------------------------
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is queued or running in either group (delayed
+        tasks not yet due do not count).  False if ``timeout`` ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for group in (self._cpu, self._blocking):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if lib.tr_heap_wait_idle(group.h, timeout_ns(remaining)) != OK:
+                return False
+        for gate in self._gates.values():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not gate.wait_empty(remaining):
+                return False
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every task posted before this call has finished
+        (delayed tasks not yet due excepted).  False if ``timeout`` ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # The live tasks first, then each worker's current one: a worker sets
+        # ``current`` before it claims a task, so no task falls between.
+        waiting = [t for t in list(self._live.copy().values()) if not t.delayed]
+        for group in (self._cpu, self._blocking):
+            with group.lock:
+                workers = list(group.workers)
+            for worker in workers:
+                task = worker.current
+                if task is not None:
+                    waiting.append(task)
+        for task in waiting:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not task.wait(remaining):
+                return False
+        return True
+
+    # ---- shutdown ----------------------------------------------------------------------
+
+    def shutdown(
+        self, wait: bool = True, *, timeout: float | None = None, cancel_pending: bool = False
+    ) -> ShutdownReport | None:
+        """Stop taking tasks and wind down (see the module docstring).
+
+        Returns the report, or None with ``wait=False``.  Calling it again
+        returns the first call's report once it is ready.
+        """
+        if timeout is not None:
+            _check_seconds("timeout", timeout)
+        with self._lifecycle:
+            first = not self._closed
+            self._closed = True
+        if not first:
+            if wait:
+                self._shutdown_done.wait()
+            return self._report
+        if threading.current_thread() in self._worker_threads() and wait:
+            raise RuntimeError(f"{self._name}: shutdown(wait=True) called from one of its workers")
+        with self._lifecycle:
+            children = list(self._children)
+        for child in children:
+            child._pool_closing()  # type: ignore[attr-defined]
+        dropped = self._drop_delayed()
+        if wait:
+            return self._finish_shutdown(timeout, cancel_pending, dropped)
+        threading.Thread(
+            target=self._finish_shutdown,
+            args=(timeout, cancel_pending, dropped),
+            name=f"{self._name}-shutdown",
+            daemon=True,
+        ).start()
+        return None
+
+    def _worker_threads(self) -> list[threading.Thread]:
+        threads: list[threading.Thread] = []
+        for group in (self._cpu, self._blocking):
+            with group.lock:
+                threads.extend(w.thread for w in group.workers if w.thread is not None)
+        return threads
+
+    def _drop_delayed(self) -> int:
+        """Close the wheel and drop every delayed task that has not fired."""
+        self._delays.close()
+        dropped = 0
+        for task in list(self._live.copy().values()):
+            if task.delayed and self._live.pop(task.token, None) is task:
+                self._delays.cancel(task.token)
+                self._note_not_run(task, M_DROPPED)
+                task._finish(DROPPED)
+                dropped += 1
+        return dropped
+
+    def _finish_shutdown(
+        self, timeout: float | None, cancel_pending: bool, dropped_delayed: int
+    ) -> ShutdownReport:
+        drained = True
+        timed_out = False
+        if not cancel_pending:
+            drained = self.wait_idle(timeout) if self._started else not self._live
+            timed_out = not drained
+        with self._stats_lock:
+            dropped_before = self._dropped
+        # From here on workers drop what has not started, except BLOCK_SHUTDOWN.
+        self._dropping = True
+        for gate in self._gates.values():
+            gate.release_all()
+        for group in (self._cpu, self._blocking):
+            lib.tr_heap_close(group.h)
+        if not self._started:
+            # No workers: run BLOCK_SHUTDOWN tasks here, drop the rest.
+            self._drain_without_workers()
+        still_running = self._join_workers()
+        for child in children_of(self):
+            child._pool_closed()  # type: ignore[attr-defined]
+        with self._stats_lock:
+            dropped_now = self._dropped - dropped_before
+        report = ShutdownReport(
+            drained=drained and not cancel_pending,
+            dropped=dropped_delayed + dropped_now,
+            still_running=still_running,
+            timed_out=timed_out,
+        )
+        if self._metrics is not None:
+            self.flush_metrics()
+            try:
+                self._metrics.remove_source(self)
+            except Exception:
+                self._metrics_failed()
+        self._report = report
+        self._shutdown_done.set()
+        return report
+
+    def _drain_without_workers(self) -> None:
+        worker = _Worker()
+        for group in (self._cpu, self._blocking):
+            worker_group = group
+            thread = threading.Thread(
+                target=self._worker_main,
+                args=(worker_group, worker),
+                name=f"{self._name}-drain",
+                daemon=True,
+            )
+            thread.start()
+            thread.join()
+
+    def _join_workers(self) -> int:
+        """Join every worker not running a CONTINUE_ON_SHUTDOWN task; count those."""
+        still_running = 0
+        me = threading.current_thread()
+        for group in (self._cpu, self._blocking):
+            with group.lock:
+                workers = list(group.workers)
+            for worker in workers:
+                thread = worker.thread
+                if thread is None or thread is me:
+                    continue
+                while thread.is_alive():
+                    current = worker.current
+                    if current is not None and current.traits.shutdown_behavior is _CONTINUE:
+                        still_running += 1
+                        break
+                    thread.join(0.05)
+        return still_running
+
+    # ---- introspection ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: queued per priority, running, delayed, completed, failed, ..."""
+        counts = ffi.new("size_t[]", _LEVELS)
+        queued = {p.name: 0 for p in TaskPriority}
+        running = 0
+        for group in (self._cpu, self._blocking):
+            lib.tr_heap_level_counts(group.h, counts)
+            for p in TaskPriority:
+                queued[p.name] += int(counts[int(p)])
+            with group.lock:
+                running += sum(1 for w in group.workers if w.current is not None)
+        with self._stats_lock:
+            completed, failed = self._completed, self._failed
+            cancelled, dropped = self._cancelled, self._dropped
+        return {
+            "name": self._name,
+            "queued": queued,
+            "queued_total": sum(queued.values()),
+            "running": running,
+            "delayed_pending": len(self._delays),
+            "completed": completed,
+            "failed": failed,
+            "cancelled": cancelled,
+            "dropped": dropped,
+            "rejected": 0,
+            "workers": len(self._cpu.workers),
+            "blocking_workers": len(self._blocking.workers),
+            "closed": self._closed,
+            **self._metrics_stats(),
+        }
+
+    def _metrics_stats(self) -> dict[str, Any]:
+        """With an :class:`InProcessMetrics`: ``{"metrics": its summary of this pool}``."""
+        metrics = self._metrics
+        if isinstance(metrics, InProcessMetrics):
+            return {"metrics": metrics.summary(self._name)}
+        return {}
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._started else "not started")
+        return f"<ThreadPool {self._name!r} {state} workers={self._cpu.minimum}>"
+
+
+def children_of(pool: ThreadPool) -> list[TaskRunner]:
+    with pool._lifecycle:
+        return list(pool._children)
+
+
+class _CategoryGate:
+    """Caps how many tasks of one category run at once.
+
+    ``lock`` guards ``running`` and ``waiting``; tasks over the cap wait in
+    ``waiting`` (FIFO) and are pushed to the ready queue as slots free.
+    """
+
+    def __init__(self, pool: ThreadPool, category: str, limit: int) -> None:
+        from collections import deque
+
+        self.pool = pool
+        self.category = category
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.running = 0
+        self.waiting: deque[Task] = deque()
+        self.released = False
+
+    def admit(self, task: Task) -> bool:
+        """True if the gate keeps the task for later; False: push it now."""
+        with self.lock:
+            if self.released or self.running < self.limit:
+                self.running += 1
+                return False
+            self.waiting.append(task)
+            return True
+
+    def release(self) -> None:
+        """A task of the category ended: start the next waiting one."""
+        with self.lock:
+            nxt = self.waiting.popleft() if self.waiting else None
+            if nxt is None:
+                self.running -= 1
+                if self.running == 0:
+                    self.idle.notify_all()
+        if nxt is not None:
+            group = self.pool._blocking if nxt.traits.may_block else self.pool._cpu
+            status = _push(group.h, nxt.token, nxt.traits.priority)
+            if status == OK and nxt.traits.may_block:
+                group.maybe_grow()
+            elif status != OK and self.pool._live.pop(nxt.token, None) is nxt:
+                self.pool._note_not_run(nxt, M_DROPPED)
+                nxt._finish(DROPPED)
+
+    def forget(self, task: Task) -> bool:
+        """Take a cancelled task out of ``waiting``; False if it held a slot instead."""
+        with self.lock:
+            try:
+                self.waiting.remove(task)
+            except ValueError:
+                return False
+            return True
+
+    def release_all(self) -> None:
+        """At shutdown: let everything waiting reach the queue, which decides."""
+        with self.lock:
+            self.released = True
+            waiting = list(self.waiting)
+            self.waiting.clear()
+            self.running += len(waiting)
+        for task in waiting:
+            group = self.pool._blocking if task.traits.may_block else self.pool._cpu
+            if (
+                _push(group.h, task.token, task.traits.priority) != OK
+                and self.pool._live.pop(task.token, None) is task
+            ):
+                self.pool._note_not_run(task, M_DROPPED)
+                task._finish(DROPPED)
+
+    def wait_empty(self, timeout: float | None) -> bool:
+        with self.lock:
+            return self.idle.wait_for(lambda: not self.waiting and self.running == 0, timeout)
+
+
+def _check_int(what: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value}")
+
+
+def _check_seconds(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}")
+
+
+def _delay_ns(delay: object) -> int:
+    """A delay in seconds as ns; 0 for "at once".  TypeError/ValueError if bad."""
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+        raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
+    if delay != delay:
+        raise ValueError("delay must not be NaN")
+    if delay < 0:
+        raise ValueError(f"delay must be >= 0, got {delay}")
+    if math.isinf(delay):
+        raise ValueError("delay must be finite")
+    return int(delay * 1_000_000_000)
+
+
+__all__ = ["ShutdownReport", "ThreadPool"]
+_ = (PENDING, FINISHED_STATES)

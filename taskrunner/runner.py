@@ -1,0 +1,253 @@
+"""The ``TaskRunner`` interface shared by the pool and every runner, and
+``current_task_runner()``.
+
+A runner is where tasks are posted.  Every runner offers the same calls; the
+subclasses differ in *how* tasks run (in parallel on the pool, one at a time
+in order, on one dedicated thread, at most K at once).  The generic calls
+(``post_task_and_reply``, ``post_repeating_task``, ``flush``) are written
+once here on top of the three primitives each runner implements:
+``post_task``, ``post_delayed_task`` and ``wait_idle``.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from taskrunner.errors import NoCurrentTaskRunnerError
+from taskrunner.traits import DEFAULT_TRAITS, TaskTraits
+
+if TYPE_CHECKING:
+    from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
+    from taskrunner.task import Task
+
+T = TypeVar("T")
+
+
+class _Current(threading.local):
+    """Per-thread: the runner whose task this thread is running, if any."""
+
+    runner: TaskRunner | None = None
+
+
+_current = _Current()
+
+
+def current_task_runner() -> TaskRunner:
+    """The runner running the calling task.
+
+    Raises :class:`NoCurrentTaskRunnerError` when called outside any task (from
+    a thread that is not running a task of some runner).
+    """
+    runner = _current.runner
+    if runner is None:
+        raise NoCurrentTaskRunnerError(
+            "current_task_runner() called outside a task: no runner is running this thread"
+        )
+    return runner
+
+
+def current_task_runner_or_none() -> TaskRunner | None:
+    """Like :func:`current_task_runner`, but None outside a task."""
+    return _current.runner
+
+
+def _set_current(runner: TaskRunner | None) -> TaskRunner | None:
+    """Make ``runner`` this thread's current runner; return the previous one."""
+    previous = _current.runner
+    _current.runner = runner
+    return previous
+
+
+class TaskRunner(abc.ABC):
+    """Where tasks are posted.  Every method may be called from any thread.
+
+    After ``shutdown()`` every post raises ``RunnerClosedError``.
+    """
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """The runner's name (used in logs and metrics)."""
+
+    @property
+    @abc.abstractmethod
+    def is_closed(self) -> bool:
+        """True once shutdown started: posts are refused."""
+
+    @abc.abstractmethod
+    def post_task(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Post ``fn(*args)`` to run soon; returns its cancelable handle."""
+
+    @abc.abstractmethod
+    def post_delayed_task(
+        self,
+        fn: Callable[..., Any],
+        delay: float,
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Post ``fn(*args)`` to run ``delay`` seconds from now (0 or less than
+        a tick: at once).  A negative or NaN delay is a ValueError."""
+
+    @abc.abstractmethod
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no task of this runner is queued or running (delayed
+        tasks not yet due do not count).  False if ``timeout`` ran out."""
+
+    @abc.abstractmethod
+    def shutdown(
+        self, wait: bool = True, *, timeout: float | None = None, cancel_pending: bool = False
+    ) -> Any:
+        """Stop taking tasks; see the concrete runner for what happens to the rest."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of counters (queued, running, completed, failed, ...)."""
+
+    # ---- generic calls built on the primitives ---------------------------
+
+    def post_task_and_reply(
+        self,
+        task: Callable[[], Any],
+        reply: Callable[[], Any],
+        *,
+        reply_runner: TaskRunner | None = None,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Run ``task`` here, then ``reply`` on ``reply_runner`` (default: the
+        runner that is posting, i.e. ``current_task_runner()``).  If ``task``
+        raises, ``reply`` is not called and the error handler sees the error."""
+        target = reply_runner if reply_runner is not None else current_task_runner()
+
+        def run_then_reply() -> None:
+            task()
+            target.post_task(reply, name=f"reply:{name or 'task'}")
+
+        return self.post_task(run_then_reply, traits=traits, name=name)
+
+    def post_task_and_reply_with_result(
+        self,
+        task: Callable[[], T],
+        reply: Callable[[T], Any],
+        *,
+        reply_runner: TaskRunner | None = None,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Future[T]:
+        """Run ``task`` here, then ``reply(result)`` on the reply runner.
+
+        Returns a ``concurrent.futures.Future`` holding the task's result (or
+        its exception, in which case ``reply`` is not called); it works with
+        ``asyncio.wrap_future``."""
+        target = reply_runner if reply_runner is not None else current_task_runner()
+        future: Future[T] = Future()
+
+        def run_then_reply() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = task()
+            except BaseException as exc:
+                future.set_exception(exc)
+                raise
+            future.set_result(result)
+            target.post_task(reply, result, name=f"reply:{name or 'task'}")
+
+        handle = self.post_task(run_then_reply, traits=traits, name=name)
+        _link_cancel(future, handle)
+        return future
+
+    def submit(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Future[T]:
+        """Post ``fn(*args)`` and return a ``concurrent.futures.Future`` of its
+        result (like ``Executor.submit``).  Cancelling the future before the
+        task started cancels the task.  An exception is set on the future and
+        also reported to the error handler."""
+        future: Future[T] = Future()
+
+        def run_into_future() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                future.set_exception(exc)
+                raise
+            future.set_result(result)
+
+        handle = self.post_task(run_into_future, traits=traits, name=name or _describe(fn))
+        _link_cancel(future, handle)
+        return future
+
+    def post_repeating_task(
+        self,
+        fn: Callable[[], Any],
+        interval: float,
+        *,
+        initial_delay: float | None = None,
+        mode: RepeatingMode | None = None,
+        stop_on_error: bool = False,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> RepeatingTaskHandle:
+        """Run ``fn`` every ``interval`` seconds until the handle's ``stop()``
+        or this runner's shutdown; see :mod:`taskrunner.repeating`."""
+        from taskrunner.repeating import RepeatingTask
+
+        return RepeatingTask.start(
+            self,
+            fn,
+            interval,
+            initial_delay=initial_delay,
+            mode=mode,
+            stop_on_error=stop_on_error,
+            traits=traits,
+            name=name,
+        )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every task posted to this runner before the call has
+        finished (a barrier).  False if ``timeout`` ran out."""
+        return self.wait_idle(timeout)
+
+    def __enter__(self) -> TaskRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(wait=True)
+
+
+def _describe(fn: Callable[..., Any]) -> str:
+    from taskrunner.task import describe
+
+    return describe(fn)
+
+
+def _link_cancel(future: Future[Any], handle: Task) -> None:
+    """Cancelling ``future`` cancels the task if it has not started yet."""
+
+    def on_done(f: Future[Any]) -> None:
+        if f.cancelled():
+            handle.cancel()
+
+    future.add_done_callback(on_done)

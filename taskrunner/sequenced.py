@@ -1,0 +1,346 @@
+"""Runners that run their tasks on the pool's workers: sequenced and parallel.
+
+Both are one small state machine, :class:`_SlotRunner`, which runs at most
+``max_concurrency`` of its tasks at once.  Its state is the queue of tasks
+and ``active``, the number of *slots*: run loops posted to (or running on)
+the pool.  All of it is guarded by ``_lock``.
+
+    post:      append the task; if active < max_concurrency: active += 1
+               and post one run loop to the pool.
+    run loop:  repeat { under the lock: if the queue is empty, active -= 1 and
+               stop; else take the head } and run it; after ``budget`` seconds
+               with tasks still queued, post itself again and return, so one
+               busy runner cannot monopolise a worker.
+
+There is exactly one place where a slot ends (the empty check, under the lock,
+in the same critical section that decrements ``active``), so a post can never
+find ``active`` counting a loop that has already decided to stop: the
+double-checked "is it still running?" of the Go original is gone.
+
+With ``max_concurrency == 1`` this is :class:`SequencedTaskRunner`: tasks run
+one at a time in posting order, and because each task is taken under the
+same lock the previous one released, every task sees the memory effects of
+the tasks before it (whichever pool thread runs it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from taskrunner.clock import Clock
+from taskrunner.errors import RunnerClosedError
+from taskrunner.metrics import DROPPED as M_DROPPED
+from taskrunner.metrics import RunnerGauges
+from taskrunner.pool import ShutdownReport, ThreadPool, _check_int, _delay_ns
+from taskrunner.runner import TaskRunner, _set_current
+from taskrunner.task import DROPPED, Task
+from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
+
+_BLOCK = ShutdownBehavior.BLOCK_SHUTDOWN
+
+
+class _SlotRunner(TaskRunner):
+    """At most ``max_concurrency`` tasks at once on ``pool``, FIFO start order."""
+
+    def __init__(
+        self,
+        pool: ThreadPool,
+        max_concurrency: int,
+        *,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+        budget: float = 0.002,
+    ) -> None:
+        if not isinstance(pool, ThreadPool):
+            raise TypeError(f"pool must be a ThreadPool, not {type(pool).__name__}")
+        _check_int("max_concurrency", max_concurrency, 1)
+        if type(traits) is not TaskTraits:
+            raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0:
+            raise ValueError(f"budget must be a number of seconds >= 0, got {budget!r}")
+        self._pool = pool
+        self._max = max_concurrency
+        self._traits = traits
+        # The run loops always run, so they can run or drop each task as its
+        # own shutdown behaviour says.
+        self._loop_traits = TaskTraits(
+            priority=traits.priority,
+            may_block=traits.may_block,
+            category=traits.category,
+            shutdown_behavior=_BLOCK,
+        )
+        self._name = name or f"{type(self).__name__}-{id(self):x}"
+        self._budget = budget
+        # Guards _queue, _active, _running, _closed and the counters; _idle
+        # is signalled when the runner becomes idle.
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue: deque[Task] = deque()
+        self._active = 0
+        self._running: set[Task] = set()
+        self._closed = False
+        self._posted = 0
+        self._completed = 0
+        self._max_seen = 0
+        pool._add_child(self)
+        if pool.metrics is not None:
+            pool.metrics.add_source(self._name, self)
+
+    # ---- properties ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed or self._pool.is_closed
+
+    @property
+    def clock(self) -> Clock:
+        return self._pool.clock
+
+    @property
+    def pool(self) -> ThreadPool:
+        return self._pool
+
+    # ---- posting --------------------------------------------------------------------
+
+    def post_task(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Queue ``fn(*args)`` behind this runner's earlier tasks."""
+        if self._closed:
+            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
+        task = self._pool._register(fn, args, self._traits_for(traits), name, self)
+        try:
+            self._accept(task)
+        except BaseException:
+            self._pool._unregister(task)
+            raise
+        return task
+
+    def post_delayed_task(
+        self,
+        fn: Callable[..., Any],
+        delay: float,
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Queue ``fn(*args)`` here once ``delay`` seconds have passed (the pool's wheel)."""
+        delay_ns = _delay_ns(delay)
+        if delay_ns == 0:
+            return self.post_task(fn, *args, traits=traits, name=name)
+        if self.is_closed:
+            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
+        task = self._pool._register(fn, args, self._traits_for(traits), name, self)
+        self._pool._schedule_delayed(task, delay_ns)
+        return task
+
+    def _traits_for(self, traits: TaskTraits) -> TaskTraits:
+        return self._traits if traits is DEFAULT_TRAITS else traits
+
+    def _accept_fired(self, task: Task) -> None:
+        """The pool's timer thread hands over a delayed task that is now due."""
+        try:
+            self._accept(task)
+        except RunnerClosedError:
+            if self._pool._claim(task):
+                self._pool._note_not_run(task, M_DROPPED)
+                task._finish(DROPPED)
+
+    def _accept(self, task: Task) -> None:
+        with self._lock:
+            if self._closed:
+                raise RunnerClosedError(f"{self._name}: post_task after shutdown")
+            self._queue.append(task)
+            self._posted += 1
+            start_slot = self._active < self._max
+            if start_slot:
+                self._active += 1
+        if start_slot:
+            self._post_loop()
+
+    def _post_loop(self) -> None:
+        try:
+            self._pool._post_internal(self._run_loop, self._loop_traits, self)
+        except RunnerClosedError:
+            # The pool is closing: run the loop here so queued tasks are still
+            # run or dropped according to their behaviour, never stranded.
+            self._run_loop()
+
+    # ---- the run loop ------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        previous = _set_current(self)
+        pool = self._pool
+        deadline = time.monotonic() + self._budget
+        try:
+            while True:
+                with self._lock:
+                    if not self._queue:
+                        self._active -= 1
+                        if self._active == 0:
+                            self._idle.notify_all()
+                        return
+                    task = self._queue.popleft()
+                    if pool._claim(task):
+                        self._running.add(task)
+                        self._max_seen = max(self._max_seen, len(self._running))
+                    else:
+                        continue  # cancelled
+                pool._run_claimed(task)
+                with self._lock:
+                    self._running.discard(task)
+                    self._completed += 1
+                    more = bool(self._queue)
+                if more and time.monotonic() >= deadline and not pool.is_closed:
+                    # Yield the worker; the slot stays active (no state change).
+                    self._post_loop()
+                    return
+        finally:
+            _set_current(previous)
+
+    # ---- waiting and shutdown -------------------------------------------------------------
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until none of this runner's tasks is queued or running."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every task posted here before the call has finished."""
+        with self._lock:
+            earlier = list(self._queue) + list(self._running)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for task in earlier:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not task.wait(remaining):
+                return False
+        return True
+
+    def shutdown(
+        self, wait: bool = True, *, timeout: float | None = None, cancel_pending: bool = False
+    ) -> ShutdownReport:
+        """Refuse new tasks.  Graceful: let queued tasks run (waiting up to
+        ``timeout`` when ``wait``).  Forceful (``cancel_pending``) or after the
+        timeout: drop queued tasks that are not BLOCK_SHUTDOWN.  The pool
+        itself keeps running."""
+        with self._lock:
+            self._closed = True
+        drained = True
+        if not cancel_pending and wait:
+            drained = self.wait_idle(timeout)
+        dropped = 0
+        if cancel_pending or not drained:
+            dropped = self._drop_queued()
+        if wait:
+            self.wait_idle(None if cancel_pending or not drained else timeout)
+        self._forget_source()
+        return ShutdownReport(
+            drained=drained and not cancel_pending,
+            dropped=dropped,
+            still_running=0,
+            timed_out=not drained,
+        )
+
+    def _drop_queued(self) -> int:
+        with self._lock:
+            queued = list(self._queue)
+        dropped = 0
+        for task in queued:
+            if task.traits.shutdown_behavior is not _BLOCK and self._pool._claim(task):
+                self._pool._note_not_run(task, M_DROPPED)
+                task._finish(DROPPED)
+                dropped += 1
+        return dropped
+
+    def _pool_closing(self) -> None:
+        """The pool started shutting down: refuse new tasks (queued ones drain)."""
+        with self._lock:
+            self._closed = True
+
+    def _pool_closed(self) -> None:
+        """The pool's workers are gone: nothing of ours can be left queued."""
+        self._forget_source()
+
+    # ---- metrics (the MetricsSource hooks) -----------------------------------------------
+
+    def _forget_source(self) -> None:
+        metrics = self._pool.metrics
+        if metrics is not None:
+            try:
+                metrics.remove_source(self)
+            except Exception:
+                self._pool._metrics_failed()
+
+    def metrics_gauges(self) -> RunnerGauges:
+        """This runner's levels now (queued in the runner, running)."""
+        with self._lock:
+            return RunnerGauges(kind="runner", queued=len(self._queue), running=len(self._running))
+
+    def flush_metrics(self) -> None:
+        """Push buffered metrics events (this runner's are buffered by its pool)."""
+        self._pool.flush_metrics()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "name": self._name,
+                "queued": len(self._queue),
+                "running": len(self._running),
+                "posted": self._posted,
+                "completed": self._completed,
+                "max_concurrency": self._max,
+                "max_concurrency_seen": self._max_seen,
+                "closed": self._closed,
+            }
+
+
+class SequencedTaskRunner(_SlotRunner):
+    """Runs its tasks one at a time, in posting order, on any pool thread.
+
+    Guarantees: (1) two tasks of one sequence never run at once; (2) tasks run
+    in the order their posts returned (per poster, the order it posted); (3) a
+    task sees every memory change made by the tasks before it.  A sequence
+    holds a worker for at most ``budget`` seconds before yielding it back.
+    """
+
+    def __init__(
+        self,
+        pool: ThreadPool,
+        *,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+        budget: float = 0.002,
+    ) -> None:
+        super().__init__(pool, 1, traits=traits, name=name, budget=budget)
+
+
+class ParallelTaskRunner(_SlotRunner):
+    """Runs its tasks on the pool with at most ``max_concurrency`` at once.
+
+    Tasks start in posting order; they may finish in any order.
+    """
+
+    def __init__(
+        self,
+        pool: ThreadPool,
+        max_concurrency: int,
+        *,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+        budget: float = 0.002,
+    ) -> None:
+        super().__init__(pool, max_concurrency, traits=traits, name=name, budget=budget)

@@ -1,0 +1,414 @@
+"""``SingleThreadTaskRunner``: one dedicated thread and a bounded queue that pushes back.
+
+Every task runs on the runner's own thread, for the runner's whole life
+(``threading.get_ident()`` is the same in every task), in posting order.  The
+queue is the C ring buffer (``csrc/tr_ring.h``) of ``capacity`` slots
+(a power of two).  When it is full, the :class:`QueuePolicy` decides:
+
+* ``REJECT``       raise :class:`QueueFullError`;
+* ``DROP_NEWEST``  discard the new task, returning its handle in state DROPPED;
+* ``DROP_OLDEST``  discard the oldest queued task (its handle becomes DROPPED)
+                   and queue the new one;
+* ``WAIT``         block the poster (in C, GIL released) until there is room,
+                   or raise QueueFullError after ``wait_timeout`` seconds;
+* ``CALLER_RUNS``  run the task on the posting thread, now.
+
+Each of these outcomes counts as rejected (``stats()["rejected"]``) and is
+reported to ``on_rejected(task, policy)`` if given.  Delayed tasks wait in the
+pool's timing wheel and enter the ring when due (a full ring then applies
+the policy, except WAIT, which cannot block the timer thread: it drops).
+
+Thread-safety: every method may be called from any thread.  ``_lock``
+guards the counters; the ring guards itself.  The runner thread is the only
+consumer of the ring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from taskrunner._native import CLOSED, OK, check, ffi, lib, timeout_ns
+from taskrunner.clock import Clock
+from taskrunner.errors import QueueFullError, RunnerClosedError
+from taskrunner.metrics import DROPPED as M_DROPPED
+from taskrunner.metrics import REJECTED as M_REJECTED
+from taskrunner.metrics import RunnerGauges
+from taskrunner.pool import ShutdownReport, ThreadPool, _check_int, _delay_ns
+from taskrunner.runner import TaskRunner, _set_current
+from taskrunner.task import DROPPED, Task
+from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
+
+_try_push = lib.tr_ring_try_push
+_push_wait = lib.tr_ring_push_wait
+_push_evict = lib.tr_ring_push_evict
+_pop_many_wait = lib.tr_ring_pop_many_wait
+_BLOCK = ShutdownBehavior.BLOCK_SHUTDOWN
+_BATCH = 64
+
+
+class QueuePolicy(enum.Enum):
+    """What a bounded runner does with a task when its queue is full."""
+
+    REJECT = "reject"  #: raise QueueFullError
+    DROP_NEWEST = "drop_newest"  #: discard the new task (its handle says DROPPED)
+    DROP_OLDEST = "drop_oldest"  #: discard the oldest queued task, queue the new one
+    WAIT = "wait"  #: block the poster until there is room (optionally with a timeout)
+    CALLER_RUNS = "caller_runs"  #: run the new task on the posting thread
+
+
+RejectionCallback = Callable[[Task, QueuePolicy], None]
+
+
+class SingleThreadTaskRunner(TaskRunner):
+    """Tasks in order on one dedicated thread, behind a bounded queue."""
+
+    def __init__(
+        self,
+        pool: ThreadPool,
+        *,
+        capacity: int = 1024,
+        policy: QueuePolicy = QueuePolicy.WAIT,
+        wait_timeout: float | None = None,
+        on_rejected: RejectionCallback | None = None,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(pool, ThreadPool):
+            raise TypeError(f"pool must be a ThreadPool, not {type(pool).__name__}")
+        _check_int("capacity", capacity, 2)
+        if capacity & (capacity - 1):
+            raise ValueError(f"capacity must be a power of two, got {capacity}")
+        if not isinstance(policy, QueuePolicy):
+            raise TypeError(f"policy must be a QueuePolicy, not {type(policy).__name__}")
+        if on_rejected is not None and not callable(on_rejected):
+            raise TypeError("on_rejected must be callable")
+        if type(traits) is not TaskTraits:
+            raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
+        self._wait_ns = timeout_ns(wait_timeout, "wait_timeout")
+        self._pool = pool
+        self._policy = policy
+        self._on_rejected = on_rejected
+        self._traits = traits
+        self._name = name or f"SingleThreadTaskRunner-{id(self):x}"
+        out = ffi.new("tr_ring **")
+        check(lib.tr_ring_new(capacity, out), "ring")
+        self._ring = ffi.gc(out[0], lib.tr_ring_free)
+        self._capacity = capacity
+        # Guards the counters and _closed.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._rejected = 0
+        self._completed = 0
+        # Tokens pushed into the ring, and tokens the thread took out and
+        # finished with: the runner is idle when the two are equal.
+        self._pushed = 0
+        self._processed = 0
+        self._idle = threading.Condition(self._lock)
+        self._thread_ident: int | None = None
+        pool._add_child(self)
+        if pool.metrics is not None:
+            pool.metrics.add_source(self._name, self)
+        self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
+        self._thread.start()
+
+    # ---- properties ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def clock(self) -> Clock:
+        return self._pool.clock
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The dedicated thread every task runs on."""
+        return self._thread
+
+    @property
+    def rejected_count(self) -> int:
+        with self._lock:
+            return self._rejected
+
+    # ---- posting ------------------------------------------------------------------------
+
+    def post_task(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Queue ``fn(*args)`` for the runner's thread, applying the policy if full."""
+        if self._closed:
+            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
+        task = self._pool._register(
+            fn, args, self._traits if traits is DEFAULT_TRAITS else traits, name, self
+        )
+        self._push(task, self._policy)
+        return task
+
+    def post_delayed_task(
+        self,
+        fn: Callable[..., Any],
+        delay: float,
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Queue ``fn(*args)`` once ``delay`` seconds have passed (the pool's wheel)."""
+        delay_ns = _delay_ns(delay)
+        if delay_ns == 0:
+            return self.post_task(fn, *args, traits=traits, name=name)
+        if self._closed:
+            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
+        task = self._pool._register(
+            fn, args, self._traits if traits is DEFAULT_TRAITS else traits, name, self
+        )
+        self._pool._schedule_delayed(task, delay_ns)
+        return task
+
+    def _accept_fired(self, task: Task) -> None:
+        """A delayed task fell due (timer thread): queue it without ever blocking."""
+        policy = QueuePolicy.DROP_NEWEST if self._policy is QueuePolicy.WAIT else self._policy
+        if policy is QueuePolicy.CALLER_RUNS:
+            policy = QueuePolicy.DROP_NEWEST  # never run user code on the timer thread
+        with contextlib.suppress(QueueFullError, RunnerClosedError):
+            self._push(task, policy)  # on failure _push already dropped and counted it
+
+    def _push(self, task: Task, policy: QueuePolicy) -> None:
+        ring = self._ring
+        token = task.token
+        with self._lock:
+            self._pushed += 1  # before the push, so _processed never passes it
+        if policy is QueuePolicy.WAIT:
+            status = _push_wait(ring, token, self._wait_ns)
+        elif policy is QueuePolicy.DROP_OLDEST:
+            evicted = ffi.new("uint64_t *")
+            did = ffi.new("int *")
+            status = _push_evict(ring, token, evicted, did)
+            if status == OK and did[0]:
+                self._drop_evicted(int(evicted[0]))
+        else:
+            status = _try_push(ring, token)
+        if status == OK:
+            return None
+        self._not_queued()
+        if status == CLOSED:
+            return self._check_closed(task, status)
+        # Full (or WAIT timed out): the policy decides.
+        self._count_rejected(task, policy)
+        if policy is QueuePolicy.CALLER_RUNS:
+            if self._pool._claim(task):
+                previous = _set_current(self)
+                try:
+                    self._pool._run_claimed(task)
+                finally:
+                    _set_current(previous)
+            return None
+        if self._pool._claim(task):
+            self._pool._note_not_run(task, M_REJECTED)
+            task._finish(DROPPED)
+        if policy is QueuePolicy.DROP_NEWEST:
+            return None
+        raise QueueFullError(
+            f"{self._name}: queue full ({self._capacity} tasks)"
+            + (" after waiting" if policy is QueuePolicy.WAIT else "")
+        )
+
+    def _not_queued(self) -> None:
+        """A counted push did not reach the ring (or its token left it unrun)."""
+        with self._lock:
+            self._pushed -= 1
+            if self._pushed == self._processed:
+                self._idle.notify_all()
+
+    def _check_closed(self, task: Task, status: int) -> None:
+        if status == OK:
+            return
+        if self._pool._claim(task):
+            self._pool._note_not_run(task, M_DROPPED)
+            task._finish(DROPPED)
+        if status == CLOSED:
+            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
+        check(status, f"{self._name}: post_task")
+
+    def _drop_evicted(self, token: int) -> None:
+        self._not_queued()
+        task = self._pool._live.get(token)
+        if task is not None and self._pool._claim(task):
+            self._pool._note_not_run(task, M_REJECTED)
+            task._finish(DROPPED)
+            self._count_rejected(task, QueuePolicy.DROP_OLDEST)
+
+    def _count_rejected(self, task: Task, policy: QueuePolicy) -> None:
+        with self._lock:
+            self._rejected += 1
+        metrics = self._pool.metrics
+        if metrics is not None:
+            traits = task.traits
+            try:
+                metrics.task_rejected(self._name, traits.priority, traits.category, policy.value)
+            except Exception:
+                self._pool._metrics_failed()
+        callback = self._on_rejected
+        if callback is not None:
+            try:
+                callback(task, policy)
+            except Exception:
+                self._pool._report_error_from_callback(task)
+
+    # ---- the runner thread ------------------------------------------------------------------
+
+    def _main(self) -> None:
+        _set_current(self)
+        self._thread_ident = threading.get_ident()
+        ring = self._ring
+        buf = ffi.new("uint64_t[]", _BATCH)
+        count = ffi.new("size_t *")
+        unpack = ffi.unpack
+        live_pop = self._pool._live.pop
+        run = self._pool._run_claimed
+        lock = self._lock
+        idle = self._idle
+        times = self._pool._adopt_thread()  # this thread's metrics buffer, if any
+        try:
+            while True:
+                status = _pop_many_wait(ring, buf, _BATCH, count, -1)
+                if status == CLOSED:
+                    break
+                if status != OK:
+                    check(status, f"{self._name}: pop")
+                tokens = unpack(buf, count[0])
+                ran = 0
+                for token in tokens:
+                    task = live_pop(token, None)
+                    if task is not None:
+                        run(task)
+                        ran += 1
+                with lock:
+                    self._processed += len(tokens)
+                    self._completed += ran
+                    if self._processed == self._pushed:
+                        idle.notify_all()
+        finally:
+            self._pool._release_thread(times)
+            _set_current(None)
+
+    # ---- waiting and shutdown -----------------------------------------------------------------
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until the queue is empty and the thread is between tasks."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._processed == self._pushed, timeout)
+
+    def shutdown(
+        self, wait: bool = True, *, timeout: float | None = None, cancel_pending: bool = False
+    ) -> ShutdownReport:
+        """Refuse new tasks and stop the thread.  Graceful: queued tasks run
+        (up to ``timeout``); forceful, or once the timeout ran out: queued
+        tasks that are not BLOCK_SHUTDOWN are dropped.  With ``wait`` the
+        thread is joined (unless called from the runner's own thread)."""
+        with self._lock:
+            self._closed = True
+        drained = True
+        if not cancel_pending and wait:
+            drained = self.wait_idle(timeout)
+        dropped = 0
+        if cancel_pending or not drained:
+            dropped = self._drop_queued()
+        lib.tr_ring_close(self._ring)
+        if wait and threading.get_ident() != self._thread_ident:
+            self._thread.join()
+        self._forget_source()
+        return ShutdownReport(
+            drained=drained and not cancel_pending,
+            dropped=dropped,
+            still_running=0,
+            timed_out=not drained,
+        )
+
+    def _drop_queued(self) -> int:
+        """Drop queued tasks that are not BLOCK_SHUTDOWN (they stay in the ring
+        and the thread skips them, since their claim is gone)."""
+        dropped = 0
+        for task in list(self._pool._live.copy().values()):
+            if (
+                task.runner is self
+                and not task.delayed
+                and task.traits.shutdown_behavior is not _BLOCK
+                and self._pool._claim(task)
+            ):
+                self._pool._note_not_run(task, M_DROPPED)
+                task._finish(DROPPED)
+                dropped += 1
+        return dropped
+
+    def _pool_closing(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def _pool_closed(self) -> None:
+        """The pool finished shutting down: queued tasks follow the pool's
+        choice (its dropping phase drops non-BLOCK tasks), then the thread ends."""
+        lib.tr_ring_close(self._ring)
+        if threading.get_ident() != self._thread_ident:
+            self._thread.join()
+        self._forget_source()
+
+    # ---- metrics (the MetricsSource hooks) ------------------------------------------------
+
+    def _forget_source(self) -> None:
+        metrics = self._pool.metrics
+        if metrics is not None:
+            try:
+                metrics.remove_source(self)
+            except Exception:
+                self._pool._metrics_failed()
+
+    def flush_metrics(self) -> None:
+        """Push buffered metrics events (this runner's are buffered by its pool)."""
+        self._pool.flush_metrics()
+
+    def metrics_gauges(self) -> RunnerGauges:
+        """This runner's levels, for the pool's metrics.  Tokens the thread took
+        out of the ring but has not finished count as queued, except one,
+        which counts as running while any is out."""
+        with self._lock:
+            unfinished = self._pushed - self._processed
+        in_ring = int(lib.tr_ring_len(self._ring))
+        running = 1 if unfinished > in_ring else 0
+        return RunnerGauges(
+            kind="runner",
+            queued=max(0, unfinished - running),
+            running=running,
+            capacity=self._capacity,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "name": self._name,
+                "queued": int(lib.tr_ring_len(self._ring)),
+                "capacity": self._capacity,
+                "policy": self._policy.value,
+                "posted": self._pushed,
+                "completed": self._completed,
+                "rejected": self._rejected,
+                "closed": self._closed,
+            }
+
+
+__all__ = ["QueuePolicy", "SingleThreadTaskRunner"]
+_ = OK
