@@ -17,14 +17,15 @@ CWARN := -std=gnu11 -Wall -Wextra -Werror -g -O1 -pthread -Icsrc
 ASAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 TSAN := -fsanitize=thread
 
-.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench clean
+.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench clean pg-server
 
 all: test
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,demo]'
+	$(PY) -m pip install -q setuptools wheel 'cffi>=2'
+	$(PY) -m pip install -q -e '.[test,postgres,demo,plot,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -51,21 +52,41 @@ check-c:
 	  echo "== $$t (TSan)"; TSAN_OPTIONS=halt_on_error=1 setarch $$(uname -m) -R $(CTEST_DIR)/$$t.tsan; \
 	done
 
-test-py: $(CORE_STAMP)
+# The PostgreSQL tests start a throwaway cluster from Debian's server binaries.
+pg-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql (the tests start a throwaway cluster)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+
+test-py: $(CORE_STAMP) pg-server
 	$(PY) -m pytest -q
 
 # The suite again with every test run by 4 threads at once (pytest-run-parallel).
-test-parallel: $(CORE_STAMP)
+test-parallel: $(CORE_STAMP) pg-server
 	$(PY) -m pytest -q -p no:randomly --parallel-threads=4 -m "not slow"
 
-# The whole suite under a free-threaded interpreter, when one is found.
+# The whole suite under a free-threaded interpreter, when one is found
+# (python3.14t on PATH, or PYTHON_FT=path): serially, then 4 threads per test.
+# The GIL is left to the interpreter (no PYTHON_GIL=0): an extension that turns it
+# back on must show up, and tests/test_free_threading.py checks that none does.
 test-ft:
 	@ft="$${PYTHON_FT:-$$(command -v python3.14t || true)}"; \
-	if [ -z "$$ft" ]; then echo "test-ft: no free-threaded interpreter found (python3.14t on PATH or PYTHON_FT=path); skipped"; exit 0; fi; \
+	if [ -z "$$ft" ]; then \
+	  echo "test-ft: no free-threaded interpreter found (python3.14t on PATH, or PYTHON_FT=path); skipped"; \
+	  exit 0; \
+	fi; \
+	if [ "$$("$$ft" -c 'import sysconfig; print(bool(sysconfig.get_config_var("Py_GIL_DISABLED")))')" != True ]; then \
+	  echo "test-ft: $$ft is not a free-threaded build (Py_GIL_DISABLED unset)"; exit 1; \
+	fi; \
 	echo "test-ft: using $$ft"; \
+	set -e; \
 	test -x .venv-ft/bin/python || "$$ft" -m venv .venv-ft; \
-	.venv-ft/bin/python -m pip install -q -e '.[test]' && \
-	PYTHON_GIL=0 .venv-ft/bin/python -m pytest -q
+	.venv-ft/bin/python -m pip install -q --upgrade pip setuptools wheel 'cffi>=2'; \
+	.venv-ft/bin/python -m pip install -q -e '.[test]'; \
+	.venv-ft/bin/python -m pip install -q -e '.[postgres]' || echo "test-ft: psycopg not installable here; the PostgreSQL tests will skip"; \
+	.venv-ft/bin/python setup.py -q build_ext --inplace; \
+	TASKRUNNER_PG_REQUIRED=0 .venv-ft/bin/python -m pytest -q; \
+	TASKRUNNER_PG_REQUIRED=0 .venv-ft/bin/python -m pytest -q -p no:randomly --parallel-threads=4 -m "not slow"
 
 test: lint check-c test-py test-parallel test-ft
 
