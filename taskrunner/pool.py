@@ -377,7 +377,11 @@ class ThreadPool(TaskRunner):
             name=name,
         )
         # Runners built on this pool (guarded by _lifecycle); shut down with it.
-        self._children: weakref.WeakSet[TaskRunner] = weakref.WeakSet()
+        # Runners built on this pool, by id, as weak references (a runner the
+        # user dropped is not kept alive).  Guarded by _lifecycle; dead
+        # references are pruned under the lock, never from a GC callback.
+        self._children: dict[int, weakref.ref[TaskRunner]] = {}
+        self._children_prune_at = 64
         self._gates: dict[str, _CategoryGate] = {}
         for category, limit in (category_limits or {}).items():
             _check_int(f"category_limits[{category!r}]", limit, 1)
@@ -544,6 +548,16 @@ class ThreadPool(TaskRunner):
                 self._name,
                 extra={"runner": self._name},
             )
+
+    def _drop_claimed(self, task: Task, *, count: bool = True) -> None:
+        """A task this thread claimed will never run: DROPPED, counted once
+        (``count=False`` for a post refused with an exception: its poster was
+        told, so it is not a drop)."""
+        self._note_not_run(task, M_DROPPED)
+        task._finish(DROPPED)
+        if count:
+            with self._stats_lock:
+                self._dropped += 1
 
     def _note_not_run(self, task: Task, outcome: str) -> None:
         """Report a task that ended without running (cancelled, dropped, rejected)."""
@@ -744,7 +758,10 @@ class ThreadPool(TaskRunner):
         with self._lifecycle:
             if self._closed:
                 raise RunnerClosedError(f"{self._name}: cannot create a runner on a closed pool")
-            self._children.add(runner)
+            if len(self._children) >= self._children_prune_at:
+                self._children = {k: r for k, r in self._children.items() if r() is not None}
+                self._children_prune_at = max(64, 2 * len(self._children))
+            self._children[id(runner)] = weakref.ref(runner)
 
     def _enqueue(self, task: Task) -> None:
         """Push a claimed-for-running task's token to its group's ready queue."""
@@ -772,8 +789,7 @@ class ThreadPool(TaskRunner):
 
     def _post_failed(self, task: Task, status: int) -> None:
         if self._live.pop(task.token, None) is task:
-            self._note_not_run(task, M_DROPPED)
-            task._finish(DROPPED)
+            self._drop_claimed(task, count=False)
         if status == CLOSED:
             raise RunnerClosedError(f"{self._name}: post_task after shutdown")
         check(status, f"{self._name}: post_task")
@@ -997,7 +1013,7 @@ class ThreadPool(TaskRunner):
         """A claimed task of a capped category ended (ran, dropped or cancelled)."""
         gate = self._gates.get(task.traits.category)  # type: ignore[arg-type]
         if gate is not None and not gate.forget(task):
-            gate.release()
+            gate.release(task.token)
 
     def _report_error_from_callback(self, task: Task) -> None:
         log.exception(
@@ -1084,8 +1100,7 @@ class ThreadPool(TaskRunner):
             return self._report
         if threading.current_thread() in self._worker_threads() and wait:
             raise RuntimeError(f"{self._name}: shutdown(wait=True) called from one of its workers")
-        with self._lifecycle:
-            children = list(self._children)
+        children = children_of(self)
         for child in children:
             child._pool_closing()  # type: ignore[attr-defined]
         dropped = self._drop_delayed()
@@ -1111,10 +1126,15 @@ class ThreadPool(TaskRunner):
         self._delays.close()
         dropped = 0
         for task in list(self._live.copy().values()):
-            if task.delayed and self._live.pop(task.token, None) is task:
-                self._delays.cancel(task.token)
-                self._note_not_run(task, M_DROPPED)
-                task._finish(DROPPED)
+            # Only a task still in the wheel is dropped here: one whose insert
+            # was refused by the closed wheel is dropped (and reported to its
+            # poster) by _post_failed, and one that fired belongs to a queue.
+            if (
+                task.delayed
+                and self._delays.cancel(task.token)
+                and self._live.pop(task.token, None) is task
+            ):
+                self._drop_claimed(task)
                 dropped += 1
         return dropped
 
@@ -1236,15 +1256,19 @@ class ThreadPool(TaskRunner):
 
 
 def children_of(pool: ThreadPool) -> list[TaskRunner]:
+    """The live runners built on ``pool``."""
     with pool._lifecycle:
-        return list(pool._children)
+        refs = list(pool._children.values())
+    return [r for r in (ref() for ref in refs) if r is not None]
 
 
 class _CategoryGate:
     """Caps how many tasks of one category run at once.
 
-    ``lock`` guards ``running`` and ``waiting``; tasks over the cap wait in
-    ``waiting`` (FIFO) and are pushed to the ready queue as slots free.
+    ``lock`` guards ``holders`` (the tokens holding a slot) and ``waiting``;
+    tasks over the cap wait in ``waiting`` (FIFO) and are pushed to the ready
+    queue as slots free.  A slot is released only by the token holding it, so a
+    cancel racing the timer's hand-over can never free a slot twice.
     """
 
     def __init__(self, pool: ThreadPool, category: str, limit: int) -> None:
@@ -1255,35 +1279,42 @@ class _CategoryGate:
         self.limit = limit
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
-        self.running = 0
+        self.holders: set[int] = set()
         self.waiting: deque[Task] = deque()
         self.released = False
+
+    @property
+    def running(self) -> int:
+        return len(self.holders)
 
     def admit(self, task: Task) -> bool:
         """True if the gate keeps the task for later; False: push it now."""
         with self.lock:
-            if self.released or self.running < self.limit:
-                self.running += 1
+            if self.released or len(self.holders) < self.limit:
+                self.holders.add(task.token)
                 return False
             self.waiting.append(task)
             return True
 
-    def release(self) -> None:
-        """A task of the category ended: start the next waiting one."""
+    def release(self, token: int) -> None:
+        """The task holding a slot ended: pass the slot to the next waiting one."""
         with self.lock:
+            if token not in self.holders:
+                return
+            self.holders.discard(token)
             nxt = self.waiting.popleft() if self.waiting else None
-            if nxt is None:
-                self.running -= 1
-                if self.running == 0:
-                    self.idle.notify_all()
+            if nxt is not None:
+                self.holders.add(nxt.token)
+            elif not self.holders:
+                self.idle.notify_all()
         if nxt is not None:
             group = self.pool._blocking if nxt.traits.may_block else self.pool._cpu
             status = _push(group.h, nxt.token, nxt.traits.priority)
             if status == OK and nxt.traits.may_block:
                 group.maybe_grow()
             elif status != OK and self.pool._live.pop(nxt.token, None) is nxt:
-                self.pool._note_not_run(nxt, M_DROPPED)
-                nxt._finish(DROPPED)
+                self.release(nxt.token)  # it never ran: its slot passes on
+                self.pool._drop_claimed(nxt)
 
     def forget(self, task: Task) -> bool:
         """Take a cancelled task out of ``waiting``; False if it held a slot instead."""
@@ -1300,19 +1331,19 @@ class _CategoryGate:
             self.released = True
             waiting = list(self.waiting)
             self.waiting.clear()
-            self.running += len(waiting)
+            self.holders.update(t.token for t in waiting)
         for task in waiting:
             group = self.pool._blocking if task.traits.may_block else self.pool._cpu
             if (
                 _push(group.h, task.token, task.traits.priority) != OK
                 and self.pool._live.pop(task.token, None) is task
             ):
-                self.pool._note_not_run(task, M_DROPPED)
-                task._finish(DROPPED)
+                self.release(task.token)
+                self.pool._drop_claimed(task)
 
     def wait_empty(self, timeout: float | None) -> bool:
         with self.lock:
-            return self.idle.wait_for(lambda: not self.waiting and self.running == 0, timeout)
+            return self.idle.wait_for(lambda: not self.waiting and not self.holders, timeout)
 
 
 def _check_int(what: str, value: object, minimum: int) -> None:

@@ -25,19 +25,23 @@ at once on the posting thread (a full ``SingleThreadTaskRunner`` with
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from taskrunner.clock import MONOTONIC, Clock
-from taskrunner.errors import RunnerClosedError
+from taskrunner.errors import QueueFullError, RunnerClosedError
 from taskrunner.task import TaskState
 from taskrunner.traits import TaskTraits
 
 if TYPE_CHECKING:
     from taskrunner.runner import TaskRunner
     from taskrunner.task import Task
+
+
+log = logging.getLogger("taskrunner.repeating")
 
 
 class RepeatingMode(enum.Enum):
@@ -145,6 +149,12 @@ class RepeatingTask(RepeatingTaskHandle):
                 self._stopped = True
                 self._pending = None
             return
+        except QueueFullError:
+            self._refused("its runner's queue was full")
+            return
+        if task.state is TaskState.DROPPED:
+            self._refused("its runner's queue policy dropped the next run")
+            return
         with self._lock:
             stale = self._stopped
             # Still pending: it is the one stop() must cancel.  Not pending:
@@ -153,6 +163,18 @@ class RepeatingTask(RepeatingTaskHandle):
                 self._pending = task
         if stale:
             task.cancel()  # stop() came between the post and here
+
+    def _refused(self, why: str) -> None:
+        """A bounded runner refused the next run: the schedule ends, visibly."""
+        with self._lock:
+            self._stopped = True
+            self._pending = None
+        log.warning(
+            "repeating task %s stopped: %s",
+            self._name or self._fn,
+            why,
+            extra={"task_name": self._name, "runner": self._runner.name},
+        )
 
     def _run(self) -> None:
         with self._lock:

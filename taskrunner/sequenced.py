@@ -176,9 +176,13 @@ class _SlotRunner(TaskRunner):
         try:
             self._pool._post_internal(self._run_loop, self._loop_traits, self)
         except RunnerClosedError:
-            # The pool is closing: run the loop here so queued tasks are still
-            # run or dropped according to their behaviour, never stranded.
-            self._run_loop()
+            # The pool closed its queues: give the slot back.  What is queued
+            # stays queued; the pool's shutdown drains it (_pool_closed) on its
+            # own thread, never on this caller's (which may be the timer thread).
+            with self._lock:
+                self._active -= 1
+                if self._active == 0 and not self._queue:
+                    self._idle.notify_all()
 
     # ---- the run loop ------------------------------------------------------------------
 
@@ -217,7 +221,7 @@ class _SlotRunner(TaskRunner):
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until none of this runner's tasks is queued or running."""
         with self._lock:
-            return self._idle.wait_for(lambda: self._active == 0, timeout)
+            return self._idle.wait_for(lambda: self._active == 0 and not self._queue, timeout)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every task posted here before the call has finished."""
@@ -272,7 +276,21 @@ class _SlotRunner(TaskRunner):
             self._closed = True
 
     def _pool_closed(self) -> None:
-        """The pool's workers are gone: nothing of ours can be left queued."""
+        """The pool's workers are gone: run or drop (by shutdown behaviour) any
+        task still queued here, on the thread finishing the pool's shutdown."""
+        previous = _set_current(self)
+        try:
+            while True:
+                with self._lock:
+                    if not self._queue:
+                        if self._active == 0:
+                            self._idle.notify_all()
+                        break
+                    task = self._queue.popleft()
+                if self._pool._claim(task):
+                    self._pool._run_claimed(task)  # drops it unless BLOCK_SHUTDOWN
+        finally:
+            _set_current(previous)
         self._forget_source()
 
     # ---- metrics (the MetricsSource hooks) -----------------------------------------------

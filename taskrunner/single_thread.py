@@ -1,7 +1,11 @@
 """``SingleThreadTaskRunner``: one dedicated thread and a bounded queue that pushes back.
 
-Every task runs on the runner's own thread, for the runner's whole life
-(``threading.get_ident()`` is the same in every task), in posting order.  The
+Every queued task runs on the runner's own thread, for the runner's whole
+life (``threading.get_ident()`` is the same in every task), in posting order.
+The one exception is the CALLER_RUNS policy: a task refused by a full queue
+runs on the thread that posted it, at the same time as the runner's thread
+runs others, so state confined to the runner's thread must not be touched by
+tasks posted with that policy.  The
 queue is the C ring buffer (``csrc/tr_ring.h``) of ``capacity`` slots
 (a power of two).  When it is full, the :class:`QueuePolicy` decides:
 
@@ -10,7 +14,9 @@ queue is the C ring buffer (``csrc/tr_ring.h``) of ``capacity`` slots
 * ``DROP_OLDEST``  discard the oldest queued task (its handle becomes DROPPED)
                    and queue the new one;
 * ``WAIT``         block the poster (in C, GIL released) until there is room,
-                   or raise QueueFullError after ``wait_timeout`` seconds;
+                   or raise QueueFullError after ``wait_timeout`` seconds (a
+                   task of this runner posting to it cannot wait for itself:
+                   it gets QueueFullError at once);
 * ``CALLER_RUNS``  run the task on the posting thread, now.
 
 Each of these outcomes counts as rejected (``stats()["rejected"]``) and is
@@ -114,6 +120,7 @@ class SingleThreadTaskRunner(TaskRunner):
             pool.metrics.add_source(self._name, self)
         self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
         self._thread.start()
+        self._thread_ident = self._thread.ident  # set by start(), before any task runs
 
     # ---- properties ---------------------------------------------------------------------
 
@@ -193,7 +200,9 @@ class SingleThreadTaskRunner(TaskRunner):
         with self._lock:
             self._pushed += 1  # before the push, so _processed never passes it
         if policy is QueuePolicy.WAIT:
-            status = _push_wait(ring, token, self._wait_ns)
+            # The runner's own thread would wait for itself forever: no wait.
+            wait_ns = 0 if threading.get_ident() == self._thread_ident else self._wait_ns
+            status = _push_wait(ring, token, wait_ns)
         elif policy is QueuePolicy.DROP_OLDEST:
             evicted = ffi.new("uint64_t *")
             did = ffi.new("int *")
@@ -273,7 +282,6 @@ class SingleThreadTaskRunner(TaskRunner):
 
     def _main(self) -> None:
         _set_current(self)
-        self._thread_ident = threading.get_ident()
         ring = self._ring
         buf = ffi.new("uint64_t[]", _BATCH)
         count = ffi.new("size_t *")

@@ -465,3 +465,33 @@ def test_repeating_timer(pool: ThreadPool) -> None:
     assert three.wait(WAIT)
     r.stop()
     assert not r.is_running
+
+
+def test_repeating_task_refused_by_a_full_queue_stops_visibly(pool: ThreadPool) -> None:
+    st = SingleThreadTaskRunner(pool, capacity=2, policy=QueuePolicy.REJECT)
+    gate = threading.Event()
+    st.post_task(gate.wait, WAIT)
+    st.post_task(lambda: None)
+    st.post_task(lambda: None)  # the ring is full now
+    h = st.post_repeating_task(lambda: None, 1.0, initial_delay=0)
+    assert h.is_stopped  # refused at once, and it says so
+    gate.set()
+    st.shutdown()
+
+
+def test_wait_policy_from_the_runners_own_thread_does_not_deadlock(pool: ThreadPool) -> None:
+    st = SingleThreadTaskRunner(pool, capacity=2, policy=QueuePolicy.WAIT)
+    outcome: list[str] = []
+
+    def fill_own_queue() -> None:
+        for _ in range(4):
+            try:
+                st.post_task(lambda: None)
+            except QueueFullError:
+                outcome.append("full")
+                return
+        outcome.append("never full")
+
+    assert st.submit(fill_own_queue).result(WAIT) is None
+    assert outcome == ["full"]
+    st.shutdown()
