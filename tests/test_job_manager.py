@@ -494,3 +494,42 @@ def test_delayed_job_runs_at_its_time_on_mock_time() -> None:
         env.fast_forward(2)
         assert ran == [30.0]
         m.shutdown()
+
+
+def test_job_transitions_attempts_and_store_retries_reach_the_metrics(tmp_path: Path) -> None:
+    from taskrunner.metrics import InProcessMetrics
+
+    metrics = InProcessMetrics()
+    failures = {"complete": 1}
+
+    def injector(op: str) -> None:
+        if failures.get(op, 0) > 0:
+            failures[op] -= 1
+            raise sqlite3.OperationalError("database is locked (injected)")
+
+    store = SQLiteJobStore(tmp_path / "m.db", fault_injector=injector)
+    pool = ThreadPool(2, name="metricjobs", metrics=metrics).start()
+    m = JobManager(
+        store,
+        pool,
+        retry_policy=FAST_RETRY,
+        store_retry=RetryPolicy(max_attempts=3, initial_delay=0.001),
+    )
+
+    @m.handler("flaky")
+    def flaky(ctx: JobContext, args: None) -> str:
+        if ctx.attempt == 1:
+            raise RuntimeError("first time")
+        return "ok"
+
+    m.start()
+    assert m.submit("flaky").result(WAIT) == "ok"
+    m.shutdown()
+    pool.shutdown()
+    store.close()
+    snap = metrics.snapshot()
+    assert snap.jobs[("flaky", "pending")] == 2  # submitted, then back for a retry
+    assert snap.jobs[("flaky", "running")] == 2
+    assert snap.jobs[("flaky", "succeeded")] == 1
+    assert snap.job_attempts == {("flaky", "retrying"): 1, ("flaky", "succeeded"): 1}
+    assert snap.store_write_retries == {"complete": 1}

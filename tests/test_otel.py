@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -184,3 +185,51 @@ def test_attempt_span_without_a_stored_context_or_as_a_linked_trace() -> None:
     linked = spans["attempt y"]
     assert linked.parent is None  # a new trace...
     assert [link.context.span_id for link in linked.links] == [outer.get_span_context().span_id]
+
+
+@pytest.mark.thread_unsafe(reason="two managers take turns on one store file")
+def test_job_manager_traces_a_retried_job_across_a_restart(tmp_path: Path) -> None:
+    """Through the JobManager: the submit context is stored in the job row, and
+    both attempts (the second by a new manager on a new pool) hang off it."""
+    from taskrunner.jobs import JobContext, JobManager, RetryPolicy, SQLiteJobStore
+
+    tp, exporter = provider()
+    store = SQLiteJobStore(tmp_path / "otel.db")
+    policy = RetryPolicy(max_attempts=2, initial_delay=0.001, jitter=0)
+    pool = ThreadPool(1, name="otel-jobs", tracer=OtelTracer(tp)).start()
+    first = JobManager(store, pool, retry_policy=policy, lease_seconds=0.2, poll_interval=0.05)
+    started = threading.Event()
+
+    @first.handler("email")
+    def hang(ctx: JobContext, args: object) -> None:
+        started.set()
+        while True:
+            ctx.sleep(0.01)
+
+    first.start()
+    with tp.get_tracer("test").start_as_current_span("request"):
+        handle = first.submit("email", {"to": "a"})
+    assert started.wait(WAIT)
+    first.shutdown(graceful=False)  # the "crash": attempt 1 is left for recovery
+    pool.shutdown()
+    assert store.get(handle.id).trace_context is not None
+
+    pool2 = ThreadPool(1, name="otel-jobs2", tracer=OtelTracer(tp)).start()
+    second = JobManager(store, pool2, retry_policy=policy, lease_seconds=0.2, poll_interval=0.05)
+    second.register("email", lambda ctx, args: "sent")
+    second.start()
+    assert second.result(handle.id, WAIT) == "sent"
+    second.shutdown()
+    pool2.shutdown()
+    store.close()
+
+    spans = exporter.get_finished_spans()
+    submit = next(s for s in spans if s.name == "submit email")
+    request = next(s for s in spans if s.name == "request")
+    attempts = [s for s in spans if s.name == "attempt email"]
+    assert parent_id(submit) == request.context.span_id
+    assert len(attempts) == 2
+    assert {s.attributes["taskrunner.job.attempt"] for s in attempts if s.attributes} == {1, 2}
+    for span in attempts:
+        assert span.context.trace_id == submit.context.trace_id
+        assert parent_id(span) == submit.context.span_id

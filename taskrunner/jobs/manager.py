@@ -153,13 +153,14 @@ class _Attempt:
     """One running attempt in this process.  Fields are written by the IO
     layer before the attempt is published in ``_active`` and not after."""
 
-    __slots__ = ("context", "entry", "job", "token")
+    __slots__ = ("context", "entry", "job", "started", "token")
 
     def __init__(self, job: Job, entry: _HandlerEntry, token: CancelToken) -> None:
         self.job = job
         self.entry = entry
         self.token = token
         self.context: contextvars.Context | None = None
+        self.started = time.monotonic()
 
 
 class JobHandle:
@@ -252,6 +253,18 @@ class JobManager:
         self._poll = float(poll_interval)
         self._max_concurrent = max_concurrent
         self._error_handler = error_handler
+        # Observability: the pool's metrics sink and, if the pool traces with
+        # OpenTelemetry, spans for submits and attempts (the submit's context is
+        # stored with the job, so a retry after a restart still links to it).
+        self._metrics = self._pool.metrics
+        self._otel: Any = None
+        tracer = self._pool.tracer
+        if tracer is not None and type(tracer).__name__ == "OtelTracer":
+            from taskrunner import otel
+
+            if isinstance(tracer, otel.OtelTracer):
+                self._otel = otel
+                self._tracer_provider = tracer.tracer_provider
         clock = self._pool.clock
         self._clock = clock
         self._mono0 = clock.now_ns()
@@ -462,6 +475,7 @@ class JobManager:
                     delay = self._store_retry.delay_for(n)
                     with self._lock:
                         self._stats["store_retries"] += 1
+                    self._store_metric(op, failed=False)
                     log.warning(
                         "store %s failed (%s); retry %d in %.3fs",
                         op,
@@ -476,6 +490,7 @@ class JobManager:
                     except RunnerClosedError:
                         pass
                 self._store_failed(exc, op)
+                self._store_metric(op, failed=True)
                 if on_give_up is not None:
                     on_give_up(exc)
                 future.set_exception(exc)
@@ -535,17 +550,31 @@ class JobManager:
         spec = JobSpec(
             job_type, args, job_id, priority, delay, run_at, max_attempts, timeout, idempotency_key
         )
-        job = self._build(spec, self.now())
-        self._insert([job])
+        if self._otel is None:
+            job = self._build(spec, self.now())
+            self._insert([job])
+        else:
+            with self._otel.job_submit_span(
+                job_type, job_id, tracer_provider=self._tracer_provider
+            ):
+                job = self._build(spec, self.now())
+                self._insert([job])
         return self._track(job, cancel_token, deadline)
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
         """Store several jobs in one transaction (all or none), then schedule them."""
         now = self.now()
-        jobs = [self._build(spec, now) for spec in specs]
-        if not jobs:
+        if not specs:
             return []
-        self._insert(jobs)
+        if self._otel is None:
+            jobs = [self._build(spec, now) for spec in specs]
+            self._insert(jobs)
+        else:
+            with self._otel.job_submit_span(
+                specs[0].job_type, None, tracer_provider=self._tracer_provider
+            ):
+                jobs = [self._build(spec, now) for spec in specs]
+                self._insert(jobs)
         return [self._track(job, None, None) for job in jobs]
 
     def _build(self, spec: JobSpec, now: float) -> Job:
@@ -593,7 +622,11 @@ class JobManager:
         )
 
     def _trace_carrier(self) -> dict[str, str] | None:
-        return None
+        """The current trace context to store with a new job (inside its submit span)."""
+        if self._otel is None:
+            return None
+        carrier: dict[str, str] = self._otel.inject_context()
+        return carrier or None
 
     def _insert(self, jobs: list[Job]) -> None:
         """Store ``jobs`` (one transaction), committed together with other
@@ -671,6 +704,7 @@ class JobManager:
             self._submit_contexts[job.id] = contextvars.copy_context()
             self._stats["submitted"] += 1
         handle = JobHandle(self, job.id, future)
+        self._job_metric(job)
         if cancel_token is not None:
             cancel_token.on_cancel(lambda reason: self._cancel_quietly(job.id))
         if deadline is not None:
@@ -745,6 +779,7 @@ class JobManager:
         attempt.context = context
         with self._lock:
             self._active[job.id] = attempt
+        self._job_metric(job)
         try:
             self._control.post_task(self._arm_attempt, attempt)
             self._execution.post_task(
@@ -783,10 +818,7 @@ class JobManager:
             except Exception as exc:
                 raise SerializationError(f"cannot decode the job's arguments: {exc}") from exc
             attempt.token.raise_if_cancelled()
-            if attempt.context is not None:
-                value = attempt.context.copy().run(attempt.entry.fn, ctx, args)
-            else:
-                value = attempt.entry.fn(ctx, args)
+            value = self._call_handler(attempt, ctx, args)
         except BaseException as exc:
             outcome = ("error", exc, "".join(traceback.format_exception(exc)))
         else:
@@ -808,6 +840,30 @@ class JobManager:
         except RunnerClosedError:
             self._forget(job.id)
 
+    def _call_handler(self, attempt: _Attempt, ctx: JobContext, args: Any) -> Any:
+        """Run the handler in the submitter's context, inside an attempt span if traced."""
+        fn = attempt.entry.fn
+        if self._otel is not None:
+            job = attempt.job
+            span = self._otel.job_attempt_span(
+                job.type,
+                job.id,
+                job.attempt,
+                job.trace_context,
+                tracer_provider=self._tracer_provider,
+            )
+
+            def traced(ctx: JobContext, args: Any) -> Any:
+                with span:
+                    return fn(ctx, args)
+
+            run: Handler = traced
+        else:
+            run = fn
+        if attempt.context is not None:
+            return attempt.context.copy().run(run, ctx, args)
+        return run(ctx, args)
+
     def _finish_attempt(self, attempt: _Attempt, outcome: tuple[str, Any, str | None]) -> None:
         """IO layer: record how the attempt ended."""
         job = attempt.job
@@ -827,6 +883,7 @@ class JobManager:
                 done = self._store.complete(
                     job.id, self._owner, self.now(), payload, attempt=job.attempt
                 )
+                self._job_metric(done, "succeeded")
                 self._count("succeeded")
                 self._resolve(done, value)
                 return
@@ -835,6 +892,7 @@ class JobManager:
                 done = self._store.mark_cancelled(
                     job.id, self._owner, self.now(), reason or "cancelled", attempt=job.attempt
                 )
+                self._job_metric(done, "cancelled")
                 self._count("cancelled")
                 self._resolve(done, None)
                 return
@@ -888,6 +946,7 @@ class JobManager:
             raise
         for (attempt, _, value), done in zip(batch, results, strict=True):
             if isinstance(done, Job):
+                self._job_metric(done, "succeeded")
                 self._count("succeeded")
                 self._resolve(done, value)
             else:
@@ -924,6 +983,11 @@ class JobManager:
         done = self._store.fail(
             job.id, self._owner, now, error, tb, retry_at=retry_at, attempt=job.attempt
         )
+        timed_out = error.startswith(("JobTimeout", "TimeoutError"))
+        if done.state is JobState.PENDING:
+            self._job_metric(done, "timeout" if timed_out else "retrying")
+        else:
+            self._job_metric(done, "timeout" if timed_out else "failed")
         if done.state is JobState.PENDING:
             self._count("retried")
             log.info(
@@ -951,6 +1015,32 @@ class JobManager:
             self._active.pop(job_id, None)
             self._changed.notify_all()
         self._kick()
+
+    def _job_metric(self, job: Job, outcome: str | None = None) -> None:
+        """Report ``job``'s new state (and how its attempt ended) to the metrics."""
+        metrics = self._metrics
+        if metrics is None:
+            return
+        try:
+            metrics.job_state_changed(job.type, job.state.value, job.attempt)
+            if outcome is not None:
+                attempt = self._active.get(job.id)
+                seconds = 0.0 if attempt is None else time.monotonic() - attempt.started
+                metrics.job_attempt_finished(job.type, job.attempt, outcome, seconds)
+        except Exception:
+            log.exception("a metrics hook failed for job %s", job.id, extra={"job_id": job.id})
+
+    def _store_metric(self, op: str, *, failed: bool) -> None:
+        metrics = self._metrics
+        if metrics is None:
+            return
+        try:
+            if failed:
+                metrics.store_write_failed(op)
+            else:
+                metrics.store_write_retried(op)
+        except Exception:
+            log.exception("a metrics hook failed for store operation %s", op)
 
     def _count(self, what: str, n: int = 1) -> None:
         with self._lock:
@@ -1029,6 +1119,8 @@ class JobManager:
         if attempt is not None:
             attempt.token.cancel(ctxmod.CANCELLED)
         if job.is_final:
+            if job.state is JobState.CANCELLED and attempt is None:
+                self._job_metric(job)
             self._resolve(job, None)
         return job
 
@@ -1095,6 +1187,7 @@ class JobManager:
         if recovered:
             self._count("recovered", len(recovered))
             for job in recovered:
+                self._job_metric(job, "interrupted")
                 log.warning(
                     "job %s recovered from a dead owner: now %s",
                     job.id,
