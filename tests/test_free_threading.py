@@ -339,61 +339,6 @@ def test_shutdown_racing_posters_and_cancellers_loses_nothing(cancel_pending: bo
     assert report.dropped == states[TaskState.DROPPED] + len(far), (report, dict(states))
     assert stats["dropped"] == states[TaskState.DROPPED] + len(far), (stats, dict(states))
     assert stats["queued_total"] == 0 and stats["running"] == 0
-    assert stats["delayed_pending"] == 0
-    assert report is not None and report.drained and report.dropped == 0
-
-
-@pytest.mark.parametrize("cancel_pending", [True, False], ids=["forceful", "graceful"])
-def test_shutdown_racing_posters_and_cancellers_loses_nothing(cancel_pending: bool) -> None:
-    """Shutdown starts while 8 threads still post and cancel: every handle the
-    posters got ends final, ran at most once, and the report counts the drops."""
-    per_thread = 1500
-    ledger = Ledger(THREADS * per_thread)
-    pool = make_pool(ledger, workers=2).start()
-    # A few tasks far in the future, so shutdown certainly has delayed tasks to drop.
-    far = [pool.post_delayed_task(ledger.work, 60.0, -1, False) for _ in range(THREADS)]
-    halfway = threading.Event()
-    reports: list[ShutdownReport | None] = []
-
-    def after_posting(n: int) -> None:
-        if n == THREADS * per_thread // 4:
-            halfway.set()
-
-    def shut_down() -> None:
-        halfway.wait(WAIT)
-        reports.append(pool.shutdown(timeout=0.01, cancel_pending=cancel_pending))
-
-    closer = threading.Thread(target=ledger.guarded(shut_down))
-    closer.start()
-    stress_pool(pool, ledger, per_thread, seed=2, after_posting=after_posting)
-    closer.join(WAIT)
-    assert not closer.is_alive(), "shutdown hung"
-    report = reports[0]
-    assert report is not None and pool.is_closed and pool.shutdown() is report
-
-    assert audit(ledger) == []
-    assert all(h.state is TaskState.DROPPED for h in far)
-    states = ledger.states()
-    stats = pool.stats()
-    assert stats["completed"] == states[TaskState.SUCCEEDED]
-    assert stats["failed"] == states[TaskState.FAILED]
-    assert stats["cancelled"] == states[TaskState.CANCELLED]
-    # The report counts every task shutdown dropped, the far ones included, with
-    # two known slips in pool.py (reported with issue 6; tighten this once fixed):
-    # - a delayed post racing the wheel's close can be dropped by shutdown and
-    #   still raise RunnerClosedError to its poster: counted, but no handle;
-    # - a worker ending a "db" task can pop the next waiting one just before
-    #   the gate's release_all() and push it after the queue closed: dropped
-    #   by _CategoryGate.release() without being counted.
-    extra = report.dropped - (states[TaskState.DROPPED] + len(far))
-    refused_delayed = sum(1 for i in range(ledger.size) if ledger.refused[i] and ledger.delayed[i])
-    gated_dropped = sum(
-        1
-        for h in ledger.handles
-        if h is not None and h.state is TaskState.DROPPED and h.traits.category == "db"
-    )
-    assert -gated_dropped <= extra <= refused_delayed, (report, dict(states))
-    assert stats["queued_total"] == 0 and stats["running"] == 0
     assert any(ledger.refused), "no post raced the shutdown: the test proved nothing"
 
 

@@ -125,13 +125,20 @@ def test_sequence_cancel_and_delayed(pool: ThreadPool) -> None:
 def test_sequence_shutdown_drops_or_drains(pool: ThreadPool) -> None:
     seq = SequencedTaskRunner(pool)
     gate = threading.Event()
+    started = threading.Event()
     out: list[int] = []
-    seq.post_task(gate.wait, WAIT)
+
+    def hold() -> None:
+        started.set()
+        gate.wait(WAIT)
+
+    seq.post_task(hold)
     for i in range(5):
         seq.post_task(out.append, i)
     seq.post_task(
         out.append, 99, traits=TaskTraits(shutdown_behavior=ShutdownBehavior.BLOCK_SHUTDOWN)
     )
+    assert started.wait(WAIT)  # the first task runs: the other six are queued
     threading.Timer(0.02, gate.set).start()
     report = seq.shutdown(cancel_pending=True)
     assert report.dropped == 5
