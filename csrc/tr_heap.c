@@ -36,6 +36,7 @@ struct tr_heap {
     pthread_mutex_t mu;        /* guards every field below except epochs */
     pthread_cond_t work_cv;    /* poppers wait here for work (or close) */
     pthread_cond_t idle_cv;    /* tr_heap_wait_idle() waits here */
+    pthread_cond_t nap_cv;     /* lazy poppers nap here for a batch to build up */
 
     heap_item *items;
     size_t len, cap;
@@ -52,6 +53,10 @@ struct tr_heap {
     size_t low_limit;      /* 0 = no cap */
     int32_t low_max_priority;
 
+    size_t lazy_min_len;   /* 0: wake a waiter on every push (see the header) */
+    int64_t lazy_delay_ns; /* how often lazy waiters re-check */
+
+    size_t nappers;        /* lazy poppers napping for a batch (see pop_wait) */
     size_t waiters;        /* threads blocked in pop_wait */
     size_t signals;        /* work_cv signals sent and not yet consumed by a waiter */
     size_t idle_waiters;   /* threads blocked in wait_idle */
@@ -236,6 +241,8 @@ static void insert_locked(tr_heap *h, uint64_t token, int32_t priority, uint64_t
 static inline void push_locked(tr_heap *h, uint64_t token, int32_t priority)
 {
     insert_locked(h, token, priority, h->next_seq++);
+    if (h->nappers != 0 && h->len == h->lazy_min_len)
+        pthread_cond_broadcast(&h->nap_cv); /* a batch is there: end the naps */
 }
 
 /* Removes the item at pos and returns it. */
@@ -259,13 +266,17 @@ static heap_item remove_at(tr_heap *h, size_t pos)
 
 /* ---- waking ------------------------------------------------------------- */
 
-/* Wakes one popper if one waits that no earlier signal is already meant for. */
+/* Wakes one popper if one waits that no earlier signal is already meant
+ * for, unless the lazy wake-up says a busy popper will come back for it. */
 static inline void wake_popper(tr_heap *h)
 {
-    if (h->waiters > h->signals) {
-        h->signals++;
-        pthread_cond_signal(&h->work_cv);
-    }
+    if (h->waiters <= h->signals)
+        return;
+    if (h->lazy_min_len != 0 && (h->in_flight != 0 || h->nappers != 0) &&
+        h->len < h->lazy_min_len)
+        return; /* a busy or napping popper takes it, or a waiter's re-check */
+    h->signals++;
+    pthread_cond_signal(&h->work_cv);
 }
 
 static inline void maybe_idle(tr_heap *h)
@@ -329,6 +340,12 @@ int tr_heap_new(tr_heap **out)
         pthread_mutex_destroy(&h->mu);
         goto fail;
     }
+    if (tr_cond_init_monotonic(&h->nap_cv) != 0) {
+        pthread_cond_destroy(&h->idle_cv);
+        pthread_cond_destroy(&h->work_cv);
+        pthread_mutex_destroy(&h->mu);
+        goto fail;
+    }
     *out = h;
     return TR_OK;
 fail:
@@ -342,6 +359,7 @@ void tr_heap_free(tr_heap *h)
 {
     if (h == NULL)
         return;
+    pthread_cond_destroy(&h->nap_cv);
     pthread_cond_destroy(&h->idle_cv);
     pthread_cond_destroy(&h->work_cv);
     pthread_mutex_destroy(&h->mu);
@@ -391,7 +409,7 @@ int tr_heap_push_many(tr_heap *h, const uint64_t *tokens, const int32_t *priorit
         h->next_seq -= pushed; /* nothing else could take a seq meanwhile */
         goto out;
     }
-    for (size_t i = 0; i < n && h->waiters > h->signals; i++)
+    for (size_t i = 0; i < n; i++)
         wake_popper(h);
 out:
     pthread_mutex_unlock(&h->mu);
@@ -448,6 +466,18 @@ int tr_heap_pop_wait(tr_heap *h, uint64_t *out, size_t max, size_t *n, int32_t *
     struct timespec deadline;
     if (timeout_ns > 0)
         deadline = tr_deadline_after(timeout_ns);
+    if (h->lazy_min_len != 0 && completed > 0 && timeout_ns != 0) {
+        /* Back from a batch into a trickle: nap for a batch to build up. */
+        struct timespec nap = tr_deadline_after(h->lazy_delay_ns);
+        if (timeout_ns > 0 && (deadline.tv_sec < nap.tv_sec ||
+                               (deadline.tv_sec == nap.tv_sec && deadline.tv_nsec < nap.tv_nsec)))
+            nap = deadline;
+        h->nappers++;
+        while (h->len > 0 && h->len < h->lazy_min_len && !h->closed &&
+               tr_cond_wait_until(&h->nap_cv, &h->mu, &nap) != ETIMEDOUT)
+            ;
+        h->nappers--;
+    }
     while (!head_available(h)) {
         if (h->closed && h->len == 0) {
             pthread_mutex_unlock(&h->mu);
@@ -457,12 +487,25 @@ int tr_heap_pop_wait(tr_heap *h, uint64_t *out, size_t max, size_t *n, int32_t *
             pthread_mutex_unlock(&h->mu);
             return TR_TIMEOUT;
         }
+        /* With lazy wake-ups and a busy popper, nap at most lazy_delay_ns:
+         * a push may have left an item for us without a signal. */
+        const struct timespec *until = timeout_ns > 0 ? &deadline : NULL;
+        struct timespec nap;
+        int napping = 0;
+        if (h->lazy_min_len != 0 && h->in_flight != 0) {
+            nap = tr_deadline_after(h->lazy_delay_ns);
+            if (until == NULL || nap.tv_sec < until->tv_sec ||
+                (nap.tv_sec == until->tv_sec && nap.tv_nsec < until->tv_nsec)) {
+                until = &nap;
+                napping = 1;
+            }
+        }
         h->waiters++;
-        int wrc = tr_cond_wait_until(&h->work_cv, &h->mu, timeout_ns > 0 ? &deadline : NULL);
+        int wrc = tr_cond_wait_until(&h->work_cv, &h->mu, until);
         h->waiters--;
         if (h->signals > 0)
             h->signals--;
-        if (wrc == ETIMEDOUT && !head_available(h)) {
+        if (wrc == ETIMEDOUT && !napping && !head_available(h)) {
             pthread_mutex_unlock(&h->mu);
             return (h->closed && h->len == 0) ? TR_CLOSED : TR_TIMEOUT;
         }
@@ -512,7 +555,7 @@ int tr_heap_unpop(tr_heap *h, const uint64_t *tokens, size_t n, int32_t priority
             insert_locked(h, tokens[i], priority, h->front_seq--);
         h->in_flight -= n;
         h->low_in_flight -= low;
-        for (size_t i = 0; i < n && h->waiters > h->signals; i++)
+        for (size_t i = 0; i < n; i++)
             wake_popper(h);
     }
     pthread_mutex_unlock(&h->mu);
@@ -599,6 +642,19 @@ const uint64_t *tr_heap_epochs(tr_heap *h)
     return h->epochs;
 }
 
+int tr_heap_set_lazy_wake(tr_heap *h, size_t min_len, int64_t delay_ns)
+{
+    if (min_len != 0 && delay_ns <= 0)
+        return TR_INVALID;
+    pthread_mutex_lock(&h->mu);
+    h->lazy_min_len = min_len;
+    h->lazy_delay_ns = delay_ns;
+    pthread_cond_broadcast(&h->work_cv); /* waiters pick up the new rule */
+    pthread_cond_broadcast(&h->nap_cv);
+    pthread_mutex_unlock(&h->mu);
+    return TR_OK;
+}
+
 int tr_heap_set_low_limit(tr_heap *h, int32_t max_low_priority, size_t limit)
 {
     pthread_mutex_lock(&h->mu);
@@ -640,6 +696,7 @@ int tr_heap_close(tr_heap *h)
     pthread_mutex_lock(&h->mu);
     h->closed = 1;
     pthread_cond_broadcast(&h->work_cv);
+    pthread_cond_broadcast(&h->nap_cv);
     pthread_cond_broadcast(&h->idle_cv);
     pthread_mutex_unlock(&h->mu);
     return TR_OK;

@@ -29,6 +29,17 @@
  * behind it is low as well).  Completions of low items are reported through
  * `completed_low`.
  *
+ * LAZY WAKE-UP.  By default a push wakes a waiting popper at once.  With
+ * tr_heap_set_lazy_wake(h, min_len, delay_ns), while some popped item is
+ * still in flight (a popper is busy and will come back), a push wakes a
+ * waiter only once min_len items are queued; the waiters meanwhile re-check
+ * the heap every delay_ns, so a queued item waits at most about delay_ns for
+ * an idle popper.  And a popper coming back from a batch (completed > 0) that
+ * finds fewer than min_len items queued naps up to delay_ns for a batch to
+ * build up (a push that brings the count to min_len ends the nap).  On an
+ * idle heap (nothing in flight) pushes still wake at once and nobody naps.
+ * Under a GIL this turns many one-item hand-offs into a few batches.
+ *
  * PREEMPTION HINTS.  tr_heap_epochs() returns a pointer to TR_HEAP_LEVELS
  * counters: epochs[i] counts pushes whose priority level is greater than i,
  * where an item's level is its priority clamped to [0, TR_HEAP_LEVELS - 1].
@@ -121,6 +132,10 @@ void tr_heap_level_counts(tr_heap *h, size_t *counts);
 size_t tr_heap_memory(tr_heap *h);
 /* The preemption counters (see above); valid until tr_heap_free(). */
 const uint64_t *tr_heap_epochs(tr_heap *h);
+
+/* Sets the lazy wake-up (see above); min_len 0 turns it off.  TR_OK, or
+ * TR_INVALID if delay_ns <= 0 while min_len > 0. */
+int tr_heap_set_lazy_wake(tr_heap *h, size_t min_len, int64_t delay_ns);
 
 /* Sets the low-priority cap (see above); limit 0 means "no cap".  TR_OK. */
 int tr_heap_set_low_limit(tr_heap *h, int32_t max_low_priority, size_t limit);

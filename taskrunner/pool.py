@@ -68,6 +68,7 @@ import itertools
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -117,6 +118,9 @@ _CONTINUE = ShutdownBehavior.CONTINUE_ON_SHUTDOWN
 _LEVELS = lib.TR_HEAP_LEVELS
 _now_ns = time.monotonic_ns
 _USER_VISIBLE = int(TaskPriority.USER_VISIBLE)
+# With lazy wake-ups (see tr_heap.h), a task queued while a worker is busy
+# waits at most about this long for an idle worker to notice it.
+_LAZY_WAKE_NS = 200_000
 # Task.ready_ns of an internal task (a runner's run loop): not counted, not traced.
 _INTERNAL = -1
 # A worker holds the rest of a batch back for at most this long; then it
@@ -320,6 +324,7 @@ class ThreadPool(TaskRunner):
         tick: float = 0.001,
         leeway: float = 0.0,
         batch_size: int = 32,
+        lazy_wake: bool | None = None,
         metrics: Metrics | None = None,
         tracer: TaskTracer | None = None,
     ) -> None:
@@ -366,6 +371,14 @@ class ThreadPool(TaskRunner):
         self._live: dict[int, Task] = {}
         self._cpu = _Group(self, "worker", workers, workers, None, best_effort_limit)
         self._cpu_h = self._cpu.h
+        if lazy_wake is None:
+            # Under a GIL a woken worker cannot run alongside the poster anyway:
+            # waking it per task costs a GIL hand-off per task.  Without a GIL,
+            # wake workers at once so they really run in parallel.
+            is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+            lazy_wake = True if is_gil_enabled is None else bool(is_gil_enabled())
+        if lazy_wake:
+            check(lib.tr_heap_set_lazy_wake(self._cpu_h, batch_size, _LAZY_WAKE_NS), "lazy wake")
         self._blocking = _Group(
             self, "blocking", 0, max_blocking_workers, blocking_idle_timeout, best_effort_limit
         )

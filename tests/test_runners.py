@@ -475,9 +475,7 @@ def test_repeating_timer(pool: ThreadPool) -> None:
 
 
 def test_repeating_task_refused_by_a_full_queue_stops_visibly(pool: ThreadPool) -> None:
-    st = SingleThreadTaskRunner(pool, capacity=2, policy=QueuePolicy.REJECT)
-    gate = threading.Event()
-    st.post_task(gate.wait, WAIT)
+    st, gate, _ = _full_runner(pool, QueuePolicy.REJECT)  # its thread is blocked
     st.post_task(lambda: None)
     st.post_task(lambda: None)  # the ring is full now
     h = st.post_repeating_task(lambda: None, 1.0, initial_delay=0)

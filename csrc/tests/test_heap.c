@@ -3,6 +3,7 @@
  * Run by `make check-c` under ASan+UBSan and, separately, under TSan.
  */
 #include "tr_heap.h"
+#include "tr_sync.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -239,10 +240,61 @@ static void *consumer(void *p)
     return NULL;
 }
 
-static void test_hammer(void)
+/* ---- lazy wake-up: a waiter still gets work pushed while another is busy --- */
+
+typedef struct {
+    tr_heap *h;
+    uint64_t token;
+    int rc;
+} lazy_arg;
+
+static void *lazy_waiter(void *p)
+{
+    lazy_arg *a = p;
+    size_t n;
+    int32_t prio;
+    a->rc = tr_heap_pop_wait(a->h, &a->token, 1, &n, &prio, 0, 0, 2000000000LL);
+    return NULL;
+}
+
+static void test_lazy_wake(void)
 {
     tr_heap *h;
     CHECK(tr_heap_new(&h) == TR_OK);
+    CHECK(tr_heap_set_lazy_wake(h, 4, 0) == TR_INVALID);
+    CHECK(tr_heap_set_lazy_wake(h, 4, 2000000) == TR_OK); /* re-check every 2 ms */
+    uint64_t t;
+    CHECK(tr_heap_push(h, 1, 0) == TR_OK);
+    CHECK(tr_heap_pop(h, &t, NULL) == TR_OK); /* a busy popper: 1 in flight */
+    lazy_arg a = {h, 0, -1};
+    pthread_t th;
+    pthread_create(&th, NULL, lazy_waiter, &a);
+    while (tr_heap_waiters(h) == 0)
+        ; /* until the waiter sleeps */
+    int64_t t0 = tr_monotonic_ns();
+    CHECK(tr_heap_push(h, 2, 0) == TR_OK); /* below min_len: no signal, found on a re-check */
+    pthread_join(th, NULL);
+    int64_t waited = tr_monotonic_ns() - t0;
+    CHECK(a.rc == TR_OK && a.token == 2);
+    CHECK(waited < 1000000000LL); /* long before the waiter's own 2 s timeout */
+    /* On an idle heap (nothing in flight) a push wakes at once. */
+    CHECK(tr_heap_complete(h, 2, 0) == TR_OK);
+    a.rc = -1;
+    pthread_create(&th, NULL, lazy_waiter, &a);
+    while (tr_heap_waiters(h) == 0)
+        ;
+    CHECK(tr_heap_push(h, 3, 0) == TR_OK);
+    pthread_join(th, NULL);
+    CHECK(a.rc == TR_OK && a.token == 3);
+    tr_heap_free(h);
+}
+
+static void test_hammer(int lazy)
+{
+    tr_heap *h;
+    CHECK(tr_heap_new(&h) == TR_OK);
+    if (lazy)
+        CHECK(tr_heap_set_lazy_wake(h, 16, 200000) == TR_OK);
     size_t total = (size_t)(THREADS / 2) * HAMMER_OPS;
     unsigned char *seen = calloc(total, 1);
     pthread_t th[THREADS];
@@ -265,8 +317,8 @@ static void test_hammer(void)
     }
     CHECK(bad == 0);
     CHECK(tr_heap_len(h) == 0 && tr_heap_in_flight(h) == 0);
-    printf("heap hammer: %zu tokens through %d threads, %zu removed, %zu lost/duplicated\n", total,
-           THREADS, removed, bad);
+    printf("heap hammer (%s wake-up): %zu tokens through %d threads, %zu removed, "
+           "%zu lost/duplicated\n", lazy ? "lazy" : "eager", total, THREADS, removed, bad);
     free(seen);
     tr_heap_free(h);
 }
@@ -278,7 +330,9 @@ int main(void)
     test_batch_and_cap();
     test_push_many_all_or_none();
     test_unpop();
-    test_hammer();
+    test_lazy_wake();
+    test_hammer(0);
+    test_hammer(1);
     if (failures) {
         fprintf(stderr, "test_heap: %d failure(s)\n", failures);
         return 1;
