@@ -58,6 +58,7 @@ struct tr_heap {
 
     size_t nappers;        /* lazy poppers napping for a batch (see pop_wait) */
     size_t waiters;        /* threads blocked in pop_wait */
+    size_t timed_waiters;  /* the part of waiters that re-check every lazy_delay_ns */
     size_t signals;        /* work_cv signals sent and not yet consumed by a waiter */
     size_t idle_waiters;   /* threads blocked in wait_idle */
     int closed;
@@ -272,9 +273,13 @@ static inline void wake_popper(tr_heap *h)
 {
     if (h->waiters <= h->signals)
         return;
+    /* Lazy: a busy or napping popper will take it, and every sleeping waiter
+     * re-checks within lazy_delay_ns anyway.  A waiter that went to sleep
+     * untimed (the heap was idle then) must be signalled, or work could wait
+     * behind a long task while it sleeps. */
     if (h->lazy_min_len != 0 && (h->in_flight != 0 || h->nappers != 0) &&
-        h->len < h->lazy_min_len)
-        return; /* a busy or napping popper takes it, or a waiter's re-check */
+        h->len < h->lazy_min_len && h->timed_waiters == h->waiters)
+        return;
     h->signals++;
     pthread_cond_signal(&h->work_cv);
 }
@@ -501,7 +506,9 @@ int tr_heap_pop_wait(tr_heap *h, uint64_t *out, size_t max, size_t *n, int32_t *
             }
         }
         h->waiters++;
+        h->timed_waiters += napping;
         int wrc = tr_cond_wait_until(&h->work_cv, &h->mu, until);
+        h->timed_waiters -= napping;
         h->waiters--;
         if (h->signals > 0)
             h->signals--;

@@ -112,6 +112,9 @@ _pop_wait = lib.tr_heap_pop_wait
 _unpop = lib.tr_heap_unpop
 _remove = lib.tr_heap_remove
 _wheel_cancel = lib.tr_wheel_cancel
+_wheel_insert = lib.tr_wheel_insert
+# Longest delay accepted on the fast path (about 292 years in ns fits int64).
+_MAX_DELAY = 9.2e9
 _unpack = ffi.unpack
 _BLOCK = ShutdownBehavior.BLOCK_SHUTDOWN
 _CONTINUE = ShutdownBehavior.CONTINUE_ON_SHUTDOWN
@@ -395,6 +398,8 @@ class ThreadPool(TaskRunner):
         # references are pruned under the lock, never from a GC callback.
         self._children: dict[int, weakref.ref[TaskRunner]] = {}
         self._children_prune_at = 64
+        self._wheel = self._delays._w
+        self._now = self._clock.now_ns
         self._gates: dict[str, _CategoryGate] = {}
         for category, limit in (category_limits or {}).items():
             _check_int(f"category_limits[{category!r}]", limit, 1)
@@ -817,13 +822,35 @@ class ThreadPool(TaskRunner):
         name: str | None = None,
     ) -> Task:
         """Queue ``fn(*args)`` to run ``delay`` seconds from now (per the pool's clock)."""
-        delay_ns = _delay_ns(delay)
-        if delay_ns == 0:
-            return self.post_task(fn, *args, traits=traits, name=name)
+        # The common case first (a plain positive finite float or int): one
+        # chained comparison also rejects NaN, negatives and infinity, which
+        # _delay_ns then reports with the right error.
+        if (type(delay) is float or type(delay) is int) and 0 < delay < _MAX_DELAY:
+            delay_ns = int(delay * 1_000_000_000)
+        else:
+            delay_ns = _delay_ns(delay)
+        if delay_ns == 0 or self._metrics is not None:
+            if delay_ns == 0:
+                return self.post_task(fn, *args, traits=traits, name=name)
+            if self._closed:
+                raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
+            task = self._register(fn, args, traits, name, self)
+            self._schedule_delayed(task, delay_ns)
+            return task
+        # The hot path, inlined: _register + _schedule_delayed without metrics.
         if self._closed:
             raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
-        task = self._register(fn, args, traits, name, self)
-        self._schedule_delayed(task, delay_ns)
+        if not callable(fn):
+            raise TypeError(f"task must be callable, not {type(fn).__name__}")
+        if traits is not DEFAULT_TRAITS and type(traits) is not TaskTraits:
+            raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
+        token = _next_token()
+        task = Task(token, fn, args, copy_context(), traits, name, self)
+        task.delayed = True
+        self._live[token] = task
+        status = _wheel_insert(self._wheel, token, self._now() + delay_ns)
+        if status != OK:
+            self._post_failed(task, status)
         return task
 
     def _schedule_delayed(self, task: Task, delay_ns: int) -> None:
@@ -860,13 +887,15 @@ class ThreadPool(TaskRunner):
     def _cancel_task(self, task: Task) -> bool:
         if self._live.pop(task.token, None) is not task:
             return False  # already started, finished, or cancelled
-        if task.delayed:
-            _wheel_cancel(self._delays._w, task.token)
-        group = self._blocking if task.traits.may_block else self._cpu
-        _remove(group.h, task.token)  # best effort: a popped token is skipped anyway
+        # Free its place in C (best effort: a token found later is skipped,
+        # since the claim above is what decides).
+        if not (task.delayed and _wheel_cancel(self._wheel, task.token) == OK):
+            group = self._blocking if task.traits.may_block else self._cpu
+            _remove(group.h, task.token)
         if task.traits.category is not None and self._gates:
             self._release_gate(task)
-        self._note_not_run(task, M_CANCELLED)
+        if self._metrics is not None:
+            self._note_not_run(task, M_CANCELLED)
         task._finish(CANCELLED)
         with self._stats_lock:
             self._cancelled += 1
@@ -1383,6 +1412,8 @@ def _delay_ns(delay: object) -> int:
         raise ValueError(f"delay must be >= 0, got {delay}")
     if math.isinf(delay):
         raise ValueError("delay must be finite")
+    if delay >= _MAX_DELAY:
+        raise ValueError(f"delay must be less than {_MAX_DELAY:.0f} seconds, got {delay}")
     return int(delay * 1_000_000_000)
 
 
