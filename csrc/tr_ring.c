@@ -503,6 +503,29 @@ int tr_ring_pop_many_wait(tr_ring *r, uint64_t *out, size_t max, size_t *n, int6
     return take_wait(r, out, max, n, timeout_ns);
 }
 
+int tr_ring_pop_many_linger(tr_ring *r, uint64_t *out, size_t max, size_t *n, size_t min,
+                            int64_t linger_ns, int64_t timeout_ns)
+{
+    *n = 0;
+    if (max == 0)
+        return TR_INVALID;
+    int rc = take_raw(r, out, max, n);
+    if (rc != TR_OK)
+        return take_wait(r, out, max, n, timeout_ns); /* nothing queued: no lingering */
+    wake_pushers(r, *n);
+    if (*n >= min || *n >= max || linger_ns <= 0)
+        return TR_OK;
+    /* A stream: let a batch build up before handing it over. */
+    struct timespec nap = {(time_t)(linger_ns / 1000000000LL), (long)(linger_ns % 1000000000LL)};
+    nanosleep(&nap, NULL);
+    size_t more = 0;
+    if (take_raw(r, out + *n, max - *n, &more) == TR_OK) {
+        wake_pushers(r, more);
+        *n += more;
+    }
+    return TR_OK;
+}
+
 int tr_ring_push_wait(tr_ring *r, uint64_t token, int64_t timeout_ns)
 {
     int rc = push_raw(r, token);

@@ -72,6 +72,19 @@ int tr_ring_pop_many(tr_ring *r, uint64_t *out, size_t max, size_t *n);
  * TR_INVALID for max == 0. */
 int tr_ring_pop_many_wait(tr_ring *r, uint64_t *out, size_t max, size_t *n, int64_t timeout_ns);
 
+/*
+ * Like pop_many_wait, but lingers for a batch: when tokens were already
+ * queued on arrival (a stream) and fewer than min were taken, sleeps
+ * linger_ns (in C, lock released) and then takes what arrived meanwhile, up
+ * to max.  When it had to wait for the first token it returns at once, so an
+ * idle ring keeps its wake-up latency.  Under a GIL this turns one-item
+ * hand-offs between a producer and the consumer into batches.
+ * TR_OK with *n >= 1, TR_TIMEOUT, TR_CLOSED once closed and drained, or
+ * TR_INVALID when max == 0.
+ */
+int tr_ring_pop_many_linger(tr_ring *r, uint64_t *out, size_t max, size_t *n, size_t min,
+                            int64_t linger_ns, int64_t timeout_ns);
+
 /* Tokens queued now (a snapshot). */
 size_t tr_ring_len(tr_ring *r);
 size_t tr_ring_capacity(tr_ring *r);

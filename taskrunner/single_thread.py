@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import sys
 import threading
 from collections.abc import Callable
+from contextvars import copy_context
 from typing import Any
 
 from taskrunner._native import CLOSED, OK, check, ffi, lib, timeout_ns
@@ -43,15 +45,27 @@ from taskrunner.errors import QueueFullError, RunnerClosedError
 from taskrunner.metrics import DROPPED as M_DROPPED
 from taskrunner.metrics import REJECTED as M_REJECTED
 from taskrunner.metrics import RunnerGauges
-from taskrunner.pool import ShutdownReport, ThreadPool, _check_int, _delay_ns
+from taskrunner.pool import ShutdownReport, ThreadPool, _check_int, _delay_ns, _next_token
 from taskrunner.runner import TaskRunner, _set_current
-from taskrunner.task import DROPPED, Task
+from taskrunner.task import DROPPED, FAILED, RUNNING, SUCCEEDED, Task
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
 
 _try_push = lib.tr_ring_try_push
 _push_wait = lib.tr_ring_push_wait
 _push_evict = lib.tr_ring_push_evict
 _pop_many_wait = lib.tr_ring_pop_many_wait
+_pop_many_linger = lib.tr_ring_pop_many_linger
+# Under a GIL the runner thread lingers this long for a batch of at least
+# _LINGER_MIN tasks when it finds a stream (never when it had to wait).
+_LINGER_NS = 100_000
+_LINGER_MIN = 32
+
+
+def _gil_enabled() -> bool:
+    check_gil = getattr(sys, "_is_gil_enabled", None)
+    return True if check_gil is None else bool(check_gil())
+
+
 _BLOCK = ShutdownBehavior.BLOCK_SHUTDOWN
 _BATCH = 64
 
@@ -67,6 +81,7 @@ class QueuePolicy(enum.Enum):
 
 
 RejectionCallback = Callable[[Task, QueuePolicy], None]
+_WAIT = QueuePolicy.WAIT
 
 
 class SingleThreadTaskRunner(TaskRunner):
@@ -159,10 +174,26 @@ class SingleThreadTaskRunner(TaskRunner):
         """Queue ``fn(*args)`` for the runner's thread, applying the policy if full."""
         if self._closed:
             raise RunnerClosedError(f"{self._name}: post_task after shutdown")
-        task = self._pool._register(
-            fn, args, self._traits if traits is DEFAULT_TRAITS else traits, name, self
-        )
-        self._push(task, self._policy)
+        pool = self._pool
+        if traits is not DEFAULT_TRAITS or not pool._plain or self._policy is not _WAIT:
+            task = pool._register(
+                fn, args, self._traits if traits is DEFAULT_TRAITS else traits, name, self
+            )
+            self._push(task, self._policy)
+            return task
+        # The common case inlined (pool._register + _push for WAIT, no metrics).
+        if not callable(fn):
+            raise TypeError(f"task must be callable, not {type(fn).__name__}")
+        token = _next_token()
+        task = Task(token, fn, args, copy_context(), self._traits, name, self)
+        pool._live[token] = task
+        with self._lock:
+            self._pushed += 1  # before the push, so _processed never passes it
+        # The runner's own thread would wait for itself forever: no wait.
+        wait_ns = self._wait_ns if threading.get_ident() != self._thread_ident else 0
+        status = _push_wait(self._ring, token, wait_ns)
+        if status != OK:
+            self._push_failed(task, _WAIT, status)
         return task
 
     def post_delayed_task(
@@ -213,6 +244,11 @@ class SingleThreadTaskRunner(TaskRunner):
             status = _try_push(ring, token)
         if status == OK:
             return None
+        self._push_failed(task, policy, status)
+        return None
+
+    def _push_failed(self, task: Task, policy: QueuePolicy, status: int) -> None:
+        """A counted push did not reach the ring: closed, or full (the policy decides)."""
         self._not_queued()
         if status == CLOSED:
             return self._check_closed(task, status)
@@ -286,25 +322,56 @@ class SingleThreadTaskRunner(TaskRunner):
         buf = ffi.new("uint64_t[]", _BATCH)
         count = ffi.new("size_t *")
         unpack = ffi.unpack
-        live_pop = self._pool._live.pop
-        run = self._pool._run_claimed
+        pool = self._pool
+        live_pop = pool._live.pop
+        run = pool._run_claimed
+        plain = pool._plain  # no metrics, no tracer: tasks run inline below
         lock = self._lock
         idle = self._idle
-        times = self._pool._adopt_thread()  # this thread's metrics buffer, if any
+        # Under a GIL, a consumer that takes one or two tokens per visit to C
+        # costs a GIL hand-off per task: linger for a batch (see tr_ring.h).
+        linger_min = min(_LINGER_MIN, self._capacity // 2) if _gil_enabled() else 0
+        times = pool._adopt_thread()  # this thread's metrics buffer, if any
         try:
             while True:
-                status = _pop_many_wait(ring, buf, _BATCH, count, -1)
+                if linger_min:
+                    status = _pop_many_linger(ring, buf, _BATCH, count, linger_min, _LINGER_NS, -1)
+                else:
+                    status = _pop_many_wait(ring, buf, _BATCH, count, -1)
                 if status == CLOSED:
                     break
                 if status != OK:
                     check(status, f"{self._name}: pop")
                 tokens = unpack(buf, count[0])
-                ran = 0
+                ran = succeeded = failed = 0
                 for token in tokens:
                     task = live_pop(token, None)
-                    if task is not None:
+                    if task is None:
+                        continue
+                    ran += 1
+                    if not plain or pool._dropping:
                         run(task)
-                        ran += 1
+                        continue
+                    # pool._run_claimed(task), inlined: counters per batch.
+                    task.state = RUNNING
+                    try:
+                        task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                    except BaseException as exc:
+                        task._name = task.name
+                        task._finish(FAILED)
+                        failed += 1
+                        pool._report_error(exc, task)
+                    else:
+                        task.state = SUCCEEDED
+                        task.fn = None
+                        task.args = ()
+                        if task._done_event is not None:
+                            task._done_event.set()
+                        succeeded += 1
+                if succeeded or failed:
+                    with pool._stats_lock:
+                        pool._completed += succeeded
+                        pool._failed += failed
                 with lock:
                     self._processed += len(tokens)
                     self._completed += ran

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include "tr_ring.h"
+#include "tr_sync.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -162,6 +163,59 @@ static void test_pop_many(void)
     CHECK(tr_ring_pop_many(r, out, 32, &n) == TR_OK && n == 16);
     for (size_t i = 0; i < 16; i++)
         CHECK(out[i] == 50 + i);
+    tr_ring_free(r);
+}
+
+/* pop_many_linger: lingers only for a stream, and takes what arrived meanwhile. */
+typedef struct {
+    tr_ring *r;
+    uint64_t first;
+} linger_feeder;
+
+static void *feed_later(void *p)
+{
+    linger_feeder *f = p;
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+    for (uint64_t i = 0; i < 5; i++)
+        tr_ring_try_push(f->r, f->first + i);
+    return NULL;
+}
+
+static void test_pop_many_linger(void)
+{
+    tr_ring *r;
+    CHECK(tr_ring_new(64, &r) == TR_OK);
+    uint64_t out[64];
+    size_t n = 99;
+    CHECK(tr_ring_pop_many_linger(r, out, 0, &n, 8, 1000, 0) == TR_INVALID);
+    CHECK(tr_ring_pop_many_linger(r, out, 8, &n, 8, 1000, 0) == TR_TIMEOUT && n == 0);
+    /* A stream: one token queued, more arrive while the consumer lingers 50 ms. */
+    CHECK(tr_ring_try_push(r, 1) == TR_OK);
+    linger_feeder f = {r, 2};
+    pthread_t th;
+    pthread_create(&th, NULL, feed_later, &f);
+    CHECK(tr_ring_pop_many_linger(r, out, 64, &n, 8, 50000000, -1) == TR_OK);
+    pthread_join(th, NULL);
+    CHECK(n == 6);
+    for (size_t i = 0; i < n; i++)
+        CHECK(out[i] == 1 + i);
+    /* Idle: the consumer waits for the first token and does not linger. */
+    f.first = 10;
+    pthread_create(&th, NULL, feed_later, &f);
+    int64_t t0 = tr_monotonic_ns();
+    CHECK(tr_ring_pop_many_linger(r, out, 64, &n, 8, 5000000000LL, -1) == TR_OK);
+    CHECK(tr_monotonic_ns() - t0 < 4000000000LL && n >= 1 && out[0] == 10);
+    pthread_join(th, NULL);
+    /* Enough queued: no lingering either. */
+    for (uint64_t i = 0; i < 20; i++)
+        CHECK(tr_ring_try_push(r, 100 + i) == TR_OK);
+    size_t left = tr_ring_len(r);
+    t0 = tr_monotonic_ns();
+    CHECK(tr_ring_pop_many_linger(r, out, 64, &n, 8, 5000000000LL, -1) == TR_OK);
+    CHECK(tr_monotonic_ns() - t0 < 4000000000LL && n == left);
+    tr_ring_close(r);
+    CHECK(tr_ring_pop_many_linger(r, out, 64, &n, 8, 1000, -1) == TR_CLOSED);
     tr_ring_free(r);
 }
 
@@ -555,6 +609,7 @@ int main(void)
     test_new_bad_capacity();
     test_fifo_full_empty();
     test_pop_many();
+    test_pop_many_linger();
     test_push_evict();
     test_close();
     test_timeouts();
