@@ -97,8 +97,6 @@ from taskrunner.task import (
     CANCELLED,
     DROPPED,
     FAILED,
-    FINISHED_STATES,
-    PENDING,
     RUNNING,
     SUCCEEDED,
     Task,
@@ -1418,4 +1416,3 @@ def _delay_ns(delay: object) -> int:
 
 
 __all__ = ["ShutdownReport", "ThreadPool"]
-_ = (PENDING, FINISHED_STATES)

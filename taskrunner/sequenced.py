@@ -31,19 +31,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from taskrunner.clock import Clock
+from taskrunner._pool_runner import PoolBackedRunner
 from taskrunner.errors import RunnerClosedError
 from taskrunner.metrics import DROPPED as M_DROPPED
 from taskrunner.metrics import RunnerGauges
-from taskrunner.pool import ShutdownReport, ThreadPool, _check_int, _delay_ns
-from taskrunner.runner import TaskRunner, _set_current
+from taskrunner.pool import ShutdownReport, ThreadPool, _check_int
+from taskrunner.runner import _set_current
 from taskrunner.task import DROPPED, Task
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
 
 _BLOCK = ShutdownBehavior.BLOCK_SHUTDOWN
 
 
-class _SlotRunner(TaskRunner):
+class _SlotRunner(PoolBackedRunner):
     """At most ``max_concurrency`` tasks at once on ``pool``, FIFO start order."""
 
     def __init__(
@@ -93,20 +93,8 @@ class _SlotRunner(TaskRunner):
     # ---- properties ---------------------------------------------------------------
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
     def is_closed(self) -> bool:
         return self._closed or self._pool.is_closed
-
-    @property
-    def clock(self) -> Clock:
-        return self._pool.clock
-
-    @property
-    def pool(self) -> ThreadPool:
-        return self._pool
 
     # ---- posting --------------------------------------------------------------------
 
@@ -128,28 +116,6 @@ class _SlotRunner(TaskRunner):
             self._pool._unregister(task)
             raise
         return task
-
-    def post_delayed_task(
-        self,
-        fn: Callable[..., Any],
-        delay: float,
-        /,
-        *args: Any,
-        traits: TaskTraits = DEFAULT_TRAITS,
-        name: str | None = None,
-    ) -> Task:
-        """Queue ``fn(*args)`` here once ``delay`` seconds have passed (the pool's wheel)."""
-        delay_ns = _delay_ns(delay)
-        if delay_ns == 0:
-            return self.post_task(fn, *args, traits=traits, name=name)
-        if self.is_closed:
-            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
-        task = self._pool._register(fn, args, self._traits_for(traits), name, self)
-        self._pool._schedule_delayed(task, delay_ns)
-        return task
-
-    def _traits_for(self, traits: TaskTraits) -> TaskTraits:
-        return self._traits if traits is DEFAULT_TRAITS else traits
 
     def _accept_fired(self, task: Task) -> None:
         """The pool's timer thread hands over a delayed task that is now due."""

@@ -40,13 +40,13 @@ from contextvars import copy_context
 from typing import Any
 
 from taskrunner._native import CLOSED, OK, check, ffi, lib, timeout_ns
-from taskrunner.clock import Clock
+from taskrunner._pool_runner import PoolBackedRunner
 from taskrunner.errors import QueueFullError, RunnerClosedError
 from taskrunner.metrics import DROPPED as M_DROPPED
 from taskrunner.metrics import REJECTED as M_REJECTED
 from taskrunner.metrics import RunnerGauges
-from taskrunner.pool import ShutdownReport, ThreadPool, _check_int, _delay_ns, _next_token
-from taskrunner.runner import TaskRunner, _set_current
+from taskrunner.pool import ShutdownReport, ThreadPool, _check_int, _next_token
+from taskrunner.runner import _set_current
 from taskrunner.task import DROPPED, FAILED, RUNNING, SUCCEEDED, Task
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
 
@@ -84,7 +84,7 @@ RejectionCallback = Callable[[Task, QueuePolicy], None]
 _WAIT = QueuePolicy.WAIT
 
 
-class SingleThreadTaskRunner(TaskRunner):
+class SingleThreadTaskRunner(PoolBackedRunner):
     """Tasks in order on one dedicated thread, behind a bounded queue."""
 
     def __init__(
@@ -140,16 +140,8 @@ class SingleThreadTaskRunner(TaskRunner):
     # ---- properties ---------------------------------------------------------------------
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
     def is_closed(self) -> bool:
         return self._closed
-
-    @property
-    def clock(self) -> Clock:
-        return self._pool.clock
 
     @property
     def thread(self) -> threading.Thread:
@@ -176,9 +168,7 @@ class SingleThreadTaskRunner(TaskRunner):
             raise RunnerClosedError(f"{self._name}: post_task after shutdown")
         pool = self._pool
         if traits is not DEFAULT_TRAITS or not pool._plain or self._policy is not _WAIT:
-            task = pool._register(
-                fn, args, self._traits if traits is DEFAULT_TRAITS else traits, name, self
-            )
+            task = pool._register(fn, args, self._traits_for(traits), name, self)
             self._push(task, self._policy)
             return task
         # The common case inlined (pool._register + _push for WAIT, no metrics).
@@ -194,27 +184,6 @@ class SingleThreadTaskRunner(TaskRunner):
         status = _push_wait(self._ring, token, wait_ns)
         if status != OK:
             self._push_failed(task, _WAIT, status)
-        return task
-
-    def post_delayed_task(
-        self,
-        fn: Callable[..., Any],
-        delay: float,
-        /,
-        *args: Any,
-        traits: TaskTraits = DEFAULT_TRAITS,
-        name: str | None = None,
-    ) -> Task:
-        """Queue ``fn(*args)`` once ``delay`` seconds have passed (the pool's wheel)."""
-        delay_ns = _delay_ns(delay)
-        if delay_ns == 0:
-            return self.post_task(fn, *args, traits=traits, name=name)
-        if self._closed:
-            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
-        task = self._pool._register(
-            fn, args, self._traits if traits is DEFAULT_TRAITS else traits, name, self
-        )
-        self._pool._schedule_delayed(task, delay_ns)
         return task
 
     def _accept_fired(self, task: Task) -> None:
@@ -486,4 +455,3 @@ class SingleThreadTaskRunner(TaskRunner):
 
 
 __all__ = ["QueuePolicy", "SingleThreadTaskRunner"]
-_ = OK

@@ -67,7 +67,6 @@ from taskrunner.jobs.errors import (
     JobError,
     LeaseLostError,
     StoreError,
-    UnknownJobError,
     UnknownJobTypeError,
 )
 from taskrunner.jobs.model import MAX_PRIORITY, MIN_PRIORITY, Job, new_job
@@ -1228,6 +1227,3 @@ class JobManager:
             stats["active"] = len(self._active)
         stats["owner"] = self._owner
         return stats
-
-
-_ = UnknownJobError

@@ -1,0 +1,66 @@
+"""``PoolBackedRunner``: what every runner built on a :class:`ThreadPool` shares.
+
+The pool owns such a runner's tasks (their claim table and, for delayed
+tasks, its timing wheel); the runner decides where a task goes once it is
+ready.  Subclasses set ``_pool``, ``_name`` and ``_traits`` (their default
+traits) and implement ``post_task`` and ``_accept_fired``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from taskrunner.clock import Clock
+from taskrunner.errors import RunnerClosedError
+from taskrunner.pool import ThreadPool, _delay_ns
+from taskrunner.runner import TaskRunner
+from taskrunner.task import Task
+from taskrunner.traits import DEFAULT_TRAITS, TaskTraits
+
+
+class PoolBackedRunner(TaskRunner):
+    """A runner whose tasks a pool owns.  Thread-safe as its subclasses are."""
+
+    _pool: ThreadPool
+    _name: str
+    _traits: TaskTraits
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def clock(self) -> Clock:
+        return self._pool.clock
+
+    @property
+    def pool(self) -> ThreadPool:
+        """The pool this runner's tasks run on (and that owns them)."""
+        return self._pool
+
+    def _traits_for(self, traits: TaskTraits) -> TaskTraits:
+        """The traits a task gets: the ones given at post, else the runner's."""
+        return self._traits if traits is DEFAULT_TRAITS else traits
+
+    def post_delayed_task(
+        self,
+        fn: Callable[..., Any],
+        delay: float,
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Queue ``fn(*args)`` here once ``delay`` seconds have passed.
+
+        The task waits in the pool's timing wheel (on the pool's clock) and
+        reaches this runner when due, through ``_accept_fired``."""
+        delay_ns = _delay_ns(delay)
+        if delay_ns == 0:
+            return self.post_task(fn, *args, traits=traits, name=name)
+        if self.is_closed:
+            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
+        task = self._pool._register(fn, args, self._traits_for(traits), name, self)
+        self._pool._schedule_delayed(task, delay_ns)
+        return task
