@@ -100,7 +100,9 @@ class HeapMachine(RuleBasedStateMachine):
         assert sum(counts) == len(self.model)
 
 
-TestHeapMachine = HeapMachine.TestCase
+TestHeapMachine = pytest.mark.thread_unsafe(reason="hypothesis is not thread-safe")(
+    HeapMachine.TestCase
+)
 TestHeapMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
@@ -155,6 +157,7 @@ def test_close_drains_then_refuses() -> None:
         q.pop_batch(4, None)
 
 
+@pytest.mark.thread_unsafe(reason="starts its own threads")
 def test_close_wakes_a_blocked_pop() -> None:
     q = PriorityQueue()
     result: list[Any] = []
@@ -198,6 +201,7 @@ def test_bad_input(call: Any, exc: type[BaseException]) -> None:
     assert q.try_pop() == (1, 0)
 
 
+@pytest.mark.thread_unsafe(reason="starts its own threads")
 def test_threads_push_and_pop_every_token_once() -> None:
     q = PriorityQueue()
     producers, consumers, per = 4, 4, 5000
