@@ -509,6 +509,10 @@ class ThreadPool(TaskRunner):
             status = _push(self._cpu_h, token, _USER_VISIBLE)
             if status != OK:
                 self._post_failed(task, status)
+        elif traits.category is None and not traits.may_block:  # CPU group, any priority
+            status = _push(self._cpu_h, token, traits.priority)
+            if status != OK:
+                self._post_failed(task, status)
         else:
             self._enqueue(task)
         return task
