@@ -45,6 +45,7 @@ from taskrunner.jobs import (
     new_job_id,
     retry_call,
 )
+from taskrunner.jobs.store import BatchCompletion
 
 pytestmark = [
     pytest.mark.thread_unsafe(
@@ -510,6 +511,39 @@ def test_complete_stores_the_result(store: JobStore) -> None:
         store.complete("a", "w1", T0 + 3)
     with pytest.raises(UnknownJobError):
         store.complete("nope", "w1", T0)
+
+
+def test_complete_many_finishes_held_jobs_and_reports_the_rest(store: JobStore) -> None:
+    assert isinstance(store, BatchCompletion)  # every store here batches completions
+    for job_id in ("a", "b", "c", "done"):
+        store.insert(mk(job_id))
+    claim_one(store, "a")
+    claim_one(store, "b")
+    claim_one(store, "c", owner="w2")
+    claim_one(store, "done")
+    store.complete("done", "w1", T0 + 1)
+    results = store.complete_many(
+        "w1",
+        T0 + 2,
+        [
+            ("b", b"2", 1),
+            ("c", None, 1),
+            ("nope", None, None),
+            ("a", b"1", None),
+            ("done", None, None),
+        ],
+    )
+    first, held_by_other, unknown, second, finished = results
+    assert isinstance(first, Job) and first.state is JobState.SUCCEEDED and first.result == b"2"
+    assert isinstance(second, Job) and second.result == b"1" and second.finished_at == T0 + 2
+    assert isinstance(held_by_other, LeaseLostError)
+    assert isinstance(unknown, UnknownJobError)
+    assert isinstance(finished, LeaseLostError)
+    assert store.get("c").state is JobState.RUNNING  # the others' errors changed nothing
+    assert store.get("a") == second and store.get("b") == first
+    assert store.complete_many("w1", T0, []) == []
+    with pytest.raises(TypeError):
+        store.complete_many("w1", T0, ["a"])  # type: ignore[list-item]
 
 
 def test_fail_retries_while_attempts_remain_then_fails(store: JobStore) -> None:

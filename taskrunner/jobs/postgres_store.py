@@ -103,6 +103,8 @@ from taskrunner.errors import ClosedError
 from taskrunner.jobs.errors import (
     CorruptJobError,
     DuplicateJobError,
+    JobError,
+    LeaseLostError,
     StoreError,
     UnknownJobError,
 )
@@ -123,6 +125,7 @@ from taskrunner.jobs.store import (
     after_renew,
     after_retry,
     check_attempt,
+    check_completions,
     check_filters,
     check_job_id,
     check_lease,
@@ -1062,6 +1065,37 @@ class PostgresJobStore:
         return self._change(
             "complete", job_id, lambda job: after_complete(job, owner, now, result, attempt)
         )
+
+    def complete_many(
+        self, owner: str, now: float, items: Sequence[tuple[str, bytes | None, int | None]]
+    ) -> list[Job | JobError]:
+        """See :class:`~taskrunner.jobs.store.BatchCompletion`: one transaction for all.
+
+        Rows are locked in id order (whatever the order of ``items``), so two
+        owners completing overlapping batches cannot deadlock."""
+        _check_pg_name("owner", check_owner(owner))
+        now = check_now(now)
+        batch = check_completions(items)
+        for job_id, _, _ in batch:
+            _check_pg_name("job_id", job_id)
+        if not batch:
+            return []
+
+        def body(tx: _Tx) -> list[Job | JobError]:
+            out: list[Job | JobError | None] = [None] * len(batch)
+            for i in sorted(range(len(batch)), key=lambda k: batch[k][0]):
+                job_id, result, attempt = batch[i]
+                try:
+                    old = tx.get_for_update(job_id)
+                    new = after_complete(old, owner, now, result, attempt)
+                except (LeaseLostError, UnknownJobError, CorruptJobError) as exc:
+                    out[i] = exc
+                    continue
+                tx.update(old, new)
+                out[i] = new
+            return [r for r in out if r is not None]
+
+        return self._transaction("complete", body)
 
     def fail(
         self,
