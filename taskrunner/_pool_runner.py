@@ -3,16 +3,19 @@
 The pool owns such a runner's tasks (their claim table and, for delayed
 tasks, its timing wheel); the runner decides where a task goes once it is
 ready.  Subclasses set ``_pool``, ``_name`` and ``_traits`` (their default
-traits) and implement ``post_task`` and ``_accept_fired``.
+traits), call ``_attach()`` once those are set, and implement ``post_task``,
+``_accept_fired`` and ``metrics_gauges``.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
 from taskrunner.clock import Clock
 from taskrunner.errors import RunnerClosedError
+from taskrunner.metrics import RunnerGauges
 from taskrunner.pool import ThreadPool, _delay_ns
 from taskrunner.runner import TaskRunner
 from taskrunner.task import Task
@@ -38,6 +41,34 @@ class PoolBackedRunner(TaskRunner):
     def pool(self) -> ThreadPool:
         """The pool this runner's tasks run on (and that owns them)."""
         return self._pool
+
+    @abc.abstractmethod
+    def metrics_gauges(self) -> RunnerGauges:
+        """This runner's levels now, for the pool's metrics (a MetricsSource)."""
+
+    # ---- registration with the pool (and its metrics, as a MetricsSource) ----
+
+    def _attach(self) -> None:
+        """Register with the pool (its shutdown reaches this runner) and, if the
+        pool has metrics, as a gauge source.  Call once ``_pool`` and ``_name``
+        are set."""
+        self._pool._add_child(self)
+        metrics = self._pool.metrics
+        if metrics is not None:
+            metrics.add_source(self._name, self)
+
+    def _forget_source(self) -> None:
+        """Stop being a gauge source (at shutdown)."""
+        metrics = self._pool.metrics
+        if metrics is not None:
+            try:
+                metrics.remove_source(self)
+            except Exception:
+                self._pool._metrics_failed()
+
+    def flush_metrics(self) -> None:
+        """Push buffered metrics events (this runner's are buffered by its pool)."""
+        self._pool.flush_metrics()
 
     def _traits_for(self, traits: TaskTraits) -> TaskTraits:
         """The traits a task gets: the ones given at post, else the runner's."""

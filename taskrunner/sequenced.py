@@ -86,9 +86,7 @@ class _SlotRunner(PoolBackedRunner):
         self._posted = 0
         self._completed = 0
         self._max_seen = 0
-        pool._add_child(self)
-        if pool.metrics is not None:
-            pool.metrics.add_source(self._name, self)
+        self._attach()
 
     # ---- properties ---------------------------------------------------------------
 
@@ -261,22 +259,10 @@ class _SlotRunner(PoolBackedRunner):
 
     # ---- metrics (the MetricsSource hooks) -----------------------------------------------
 
-    def _forget_source(self) -> None:
-        metrics = self._pool.metrics
-        if metrics is not None:
-            try:
-                metrics.remove_source(self)
-            except Exception:
-                self._pool._metrics_failed()
-
     def metrics_gauges(self) -> RunnerGauges:
         """This runner's levels now (queued in the runner, running)."""
         with self._lock:
             return RunnerGauges(kind="runner", queued=len(self._queue), running=len(self._running))
-
-    def flush_metrics(self) -> None:
-        """Push buffered metrics events (this runner's are buffered by its pool)."""
-        self._pool.flush_metrics()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -130,9 +130,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         self._processed = 0
         self._idle = threading.Condition(self._lock)
         self._thread_ident: int | None = None
-        pool._add_child(self)
-        if pool.metrics is not None:
-            pool.metrics.add_source(self._name, self)
+        self._attach()
         self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
         self._thread.start()
         self._thread_ident = self._thread.ident  # set by start(), before any task runs
@@ -412,18 +410,6 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         self._forget_source()
 
     # ---- metrics (the MetricsSource hooks) ------------------------------------------------
-
-    def _forget_source(self) -> None:
-        metrics = self._pool.metrics
-        if metrics is not None:
-            try:
-                metrics.remove_source(self)
-            except Exception:
-                self._pool._metrics_failed()
-
-    def flush_metrics(self) -> None:
-        """Push buffered metrics events (this runner's are buffered by its pool)."""
-        self._pool.flush_metrics()
 
     def metrics_gauges(self) -> RunnerGauges:
         """This runner's levels, for the pool's metrics.  Tokens the thread took
