@@ -21,7 +21,6 @@ from taskrunner.errors import ClosedError
 from taskrunner.jobs.errors import (
     DuplicateJobError,
     JobError,
-    LeaseLostError,
     StoreError,
     UnknownJobError,
 )
@@ -35,6 +34,7 @@ from taskrunner.jobs.store import (
     after_cancel,
     after_claim,
     after_complete,
+    after_complete_many,
     after_fail,
     after_fail_corrupt,
     after_mark_cancelled,
@@ -277,17 +277,8 @@ class MemoryJobStore:
         batch = check_completions(items)
         with self._lock:
             self._check_open()
-            out: list[Job | JobError] = []
-            changed: list[Job] = []
-            for job_id, result, attempt in batch:
-                try:
-                    new = after_complete(self._get(job_id), owner, now, result, attempt)
-                except (LeaseLostError, UnknownJobError) as exc:
-                    out.append(exc)
-                    continue
-                out.append(new)
-                changed.append(new)
-            self._write("complete", changed)
+            out, changes = after_complete_many(batch, owner, now, self._get)
+            self._write("complete", [new for _, new in changes])
             return out
 
     def fail(

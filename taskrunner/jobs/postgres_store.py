@@ -104,7 +104,6 @@ from taskrunner.jobs.errors import (
     CorruptJobError,
     DuplicateJobError,
     JobError,
-    LeaseLostError,
     StoreError,
     UnknownJobError,
 )
@@ -119,6 +118,7 @@ from taskrunner.jobs.store import (
     after_cancel,
     after_claim,
     after_complete,
+    after_complete_many,
     after_fail,
     after_mark_cancelled,
     after_recover,
@@ -1082,18 +1082,12 @@ class PostgresJobStore:
             return []
 
         def body(tx: _Tx) -> list[Job | JobError]:
-            out: list[Job | JobError | None] = [None] * len(batch)
-            for i in sorted(range(len(batch)), key=lambda k: batch[k][0]):
-                job_id, result, attempt = batch[i]
-                try:
-                    old = tx.get_for_update(job_id)
-                    new = after_complete(old, owner, now, result, attempt)
-                except (LeaseLostError, UnknownJobError, CorruptJobError) as exc:
-                    out[i] = exc
-                    continue
-                tx.update(old, new)
-                out[i] = new
-            return [r for r in out if r is not None]
+            out, changes = after_complete_many(
+                batch, owner, now, tx.get_for_update, lock_order=True
+            )
+            if changes:
+                tx.update_many(changes)
+            return out
 
         return self._transaction("complete", body)
 

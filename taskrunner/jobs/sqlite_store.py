@@ -56,7 +56,6 @@ from taskrunner.jobs.errors import (
     CorruptJobError,
     DuplicateJobError,
     JobError,
-    LeaseLostError,
     StoreError,
     UnknownJobError,
 )
@@ -78,6 +77,7 @@ from taskrunner.jobs.store import (
     after_cancel,
     after_claim,
     after_complete,
+    after_complete_many,
     after_fail,
     after_mark_cancelled,
     after_recover,
@@ -726,15 +726,9 @@ class SQLiteJobStore:
         batch = check_completions(items)
 
         def body(tx: _Tx) -> list[Job | JobError]:
-            out: list[Job | JobError] = []
-            for job_id, result, attempt in batch:
-                try:
-                    new = after_complete(tx.get(job_id), owner, now, result, attempt)
-                except (LeaseLostError, UnknownJobError, CorruptJobError) as exc:
-                    out.append(exc)
-                    continue
+            out, changes = after_complete_many(batch, owner, now, tx.get)
+            for _, new in changes:
                 tx.update(new)
-                out.append(new)
             return out
 
         if not batch:

@@ -60,7 +60,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
-from taskrunner.jobs.errors import IllegalTransitionError, JobError, LeaseLostError
+from taskrunner.jobs.errors import (
+    CorruptJobError,
+    IllegalTransitionError,
+    JobError,
+    LeaseLostError,
+    UnknownJobError,
+)
 from taskrunner.jobs.model import (
     Job,
     check_duration,
@@ -529,6 +535,43 @@ def after_complete(
 ) -> Job:
     check_holder(job, owner, attempt)
     return _to(job, JobState.SUCCEEDED, now, result=result)
+
+
+def after_complete_many(
+    batch: Sequence[tuple[str, bytes | None, int | None]],
+    owner: str,
+    now: float,
+    load: Callable[[str], Job],
+    *,
+    lock_order: bool = False,
+) -> tuple[list[Job | JobError], list[tuple[Job, Job]]]:
+    """The rule of ``complete_many``: :func:`after_complete` for each item.
+
+    ``load(job_id)`` reads a job (raising :class:`UnknownJobError` or
+    :class:`CorruptJobError`).  Returns, in item order, each new job or the
+    per-item error, and the ``(old, new)`` changes to write.  With
+    ``lock_order`` the jobs are loaded in id order (a store that locks rows as
+    it reads them then always locks in one order).  An id repeated in the
+    batch sees its own earlier completion, so only the first one succeeds.
+    """
+    results: list[Job | JobError | None] = [None] * len(batch)
+    done: dict[str, Job] = {}
+    changes: list[tuple[Job, Job]] = []
+    order = list(range(len(batch)))
+    if lock_order:
+        order.sort(key=lambda i: batch[i][0])
+    for i in order:
+        job_id, result, attempt = batch[i]
+        try:
+            old = done[job_id] if job_id in done else load(job_id)
+            new = after_complete(old, owner, now, result, attempt)
+        except (LeaseLostError, UnknownJobError, CorruptJobError) as exc:
+            results[i] = exc
+            continue
+        done[job_id] = new
+        changes.append((old, new))
+        results[i] = new
+    return [r for r in results if r is not None], changes
 
 
 def after_fail(
