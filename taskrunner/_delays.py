@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from taskrunner._native import CLOSED, EMPTY, OK, check, ffi, lib
 from taskrunner.clock import Clock
@@ -69,7 +68,6 @@ class DelayedTasks:
         self._thread_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.fired = 0  # written only under _fire_lock
 
     # ---- posting side (any thread) ---------------------------------------
 
@@ -113,7 +111,6 @@ class DelayedTasks:
                 self._fire(ffi.unpack(tokens_buf, count), ffi.unpack(deadlines_buf, count), now_ns)
                 if count < BATCH:
                     break
-            self.fired += total
         return total
 
     # ---- the timer thread --------------------------------------------------
@@ -175,6 +172,3 @@ class DelayedTasks:
         lib.tr_wheel_close(self._w)
         if thread is not None and thread is not threading.current_thread():
             thread.join(join_timeout)
-
-    def stats(self) -> dict[str, Any]:
-        return {"delayed_pending": len(self), "delayed_fired": self.fired}

@@ -1232,12 +1232,13 @@ class ThreadPool(TaskRunner):
         return report
 
     def _drain_without_workers(self) -> None:
+        """Run the worker loop once over each closed queue, on a thread of its
+        own (the caller's current runner must not be touched)."""
         worker = _Worker()
         for group in (self._cpu, self._blocking):
-            worker_group = group
             thread = threading.Thread(
                 target=self._worker_main,
-                args=(worker_group, worker),
+                args=(group, worker),
                 name=f"{self._name}-drain",
                 daemon=True,
             )
