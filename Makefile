@@ -17,7 +17,7 @@ CWARN := -std=gnu11 -Wall -Wextra -Werror -g -O1 -pthread -Icsrc
 ASAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 TSAN := -fsanitize=thread
 
-.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench clean pg-server
+.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench bench-instructions clean pg-server
 
 all: test
 
@@ -99,6 +99,10 @@ demo: $(CORE_STAMP)
 bench: $(CORE_STAMP)
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=min,median,mean,ops -p no:cacheprovider
 	set -e; for s in bench/*.py; do case $$s in bench/test_*|bench/conftest.py|bench/_*) ;; *) echo "== $$s"; $(PY) $$s;; esac; done
+
+# Instructions per no-op task under callgrind: the hot-path metric noise cannot move.
+bench-instructions: $(CORE_STAMP)
+	$(PY) bench/instructions.py
 
 clean:
 	rm -rf build $(VENV) .venv-ft *.egg-info taskrunner/_core*.so taskrunner/_core.c taskrunner/_core.o \

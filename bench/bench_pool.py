@@ -56,6 +56,51 @@ def tpe_one_poster(n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+# ---- throughput: tasks of ~20 us of pure-Python work -------------------------------
+
+
+def calibrate_work(target_us: float = 20.0) -> int:
+    """Loop count of :func:`python_work` that takes about ``target_us`` on one thread."""
+    loops = 1000
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(20):
+            python_work(loops)
+        per_call_us = (time.perf_counter() - t0) / 20 * 1e6
+        if per_call_us > 5:
+            return max(1, int(loops * target_us / per_call_us))
+        loops *= 4
+
+
+def python_work(loops: int) -> int:
+    """Pure-Python work (bytecode, no C call that releases the GIL)."""
+    x = 0
+    for i in range(loops):
+        x += i
+    return x
+
+
+def ours_work(n: int, loops: int) -> float:
+    with ThreadPool(2, name="bench") as pool:
+        post = pool.post_task
+        t0 = time.perf_counter()
+        for _ in range(n):
+            post(python_work, loops)
+        pool.wait_idle()
+        elapsed = time.perf_counter() - t0
+    return n / elapsed
+
+
+def tpe_work(n: int, loops: int) -> float:
+    ex = ThreadPoolExecutor(2)
+    submit = ex.submit
+    t0 = time.perf_counter()
+    for _ in range(n):
+        submit(python_work, loops)
+    ex.shutdown(wait=True)
+    return n / (time.perf_counter() - t0)
+
+
 # ---- throughput: several posters ----------------------------------------------
 
 
@@ -319,6 +364,10 @@ def report(quick: bool) -> Iterator[Row]:
     yield ("post+run no-op, 1 poster, 2 workers", ours, "ThreadPoolExecutor(2)", peer, "tasks/s")
     ours, peer = alternate(lambda: ours_k_posters(n), lambda: tpe_k_posters(n), rounds)
     yield ("post+run no-op, 4 posters, 2 workers", ours, "ThreadPoolExecutor(2)", peer, "tasks/s")
+    wn, loops = (5_000 if quick else 50_000), calibrate_work()
+    ours, peer = alternate(lambda: ours_work(wn, loops), lambda: tpe_work(wn, loops), rounds)
+    label = "~20 us Python work, 1 poster, 2 workers"
+    yield (label, ours, "ThreadPoolExecutor(2)", peer, "tasks/s")
     ours, peer = alternate(lambda: ours_priorities(n), lambda: pq_priorities(n), rounds)
     yield ("mixed priorities, 2 workers", ours, "queue.PriorityQueue", peer, "tasks/s")
     samples = 300 if quick else 2000
@@ -367,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"4 posters, 2 workers : taskrunner {ours:>10,.0f}/s  TPE(2) {peer:>9,.0f}/s  "
         f"ratio {ours / peer:5.1f}x  (goal >= 8x)"
+    )
+    wn, loops = (5_000 if args.quick else 50_000), calibrate_work()
+    ours, peer = alternate(lambda: ours_work(wn, loops), lambda: tpe_work(wn, loops), rounds)
+    print(
+        f"~20 us Python work   : taskrunner {ours:>10,.0f}/s  TPE(2) {peer:>9,.0f}/s  "
+        f"ratio {ours / peer:5.1f}x  ({wn:,} tasks of {loops} loops)"
     )
     ours, peer = alternate(lambda: ours_priorities(n), lambda: pq_priorities(n), rounds)
     print(
