@@ -24,7 +24,7 @@ all: test
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q setuptools wheel 'cffi>=2'
+	$(PY) -m pip install -q --upgrade 'setuptools>=77' wheel 'cffi>=2'
 	$(PY) -m pip install -q -e '.[test,postgres,demo,plot,bench]'
 	touch $(STAMP)
 

@@ -46,10 +46,21 @@ def _constants() -> str:
     return "#define TR_HEAP_LEVELS 8\n"
 
 
-def _compile_args() -> list[str]:
-    """CFLAGS, plus ``-Werror`` when the strict build asks for it."""
+def _compile_args(free_threaded: bool) -> list[str]:
+    """CFLAGS, plus ``-Werror`` when the strict build asks for it.
+
+    On a free-threaded interpreter cffi both passes ``-D_CFFI_NO_LIMITED_API``
+    and writes ``#define _CFFI_NO_LIMITED_API`` at the top of the generated
+    file, which GCC reports as a redefinition (a warning no flag silences).
+    The strict build cancels the command-line definition with ``-U`` (it comes
+    after cffi's ``-D``), so the file's own ``#define`` is the only one and the
+    result is the same.  A user's build keeps cffi's flags as they are: the
+    warning is harmless there.
+    """
     strict = os.environ.get(STRICT_ENV, "") not in ("", "0")
-    return [*CFLAGS, "-Werror"] if strict else list(CFLAGS)
+    if not strict:
+        return list(CFLAGS)
+    return [*CFLAGS, "-Werror", *(["-U_CFFI_NO_LIMITED_API"] if free_threaded else [])]
 
 
 def build_ffi() -> FFI:
@@ -62,7 +73,7 @@ def build_ffi() -> FFI:
         includes,
         sources=[str((CSRC / c).relative_to(ROOT)) for _, c in UNITS],
         include_dirs=[str(CSRC.relative_to(ROOT))],
-        extra_compile_args=_compile_args(),
+        extra_compile_args=_compile_args(free_threaded),
         extra_link_args=["-pthread"],
         py_limited_api=not free_threaded,
     )
