@@ -86,6 +86,7 @@ from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any
 
+from taskrunner._batch_watch import BatchWatch
 from taskrunner._delays import DelayedTasks
 from taskrunner._native import CLOSED, OK, TIMEOUT, check, ffi, lib, timeout_ns
 from taskrunner.clock import MONOTONIC, Clock
@@ -137,6 +138,7 @@ _INTERNAL = -1
 # returns it to the queue so idle workers can take it (long tasks gain nothing
 # from batching, and a batch must not hide ready work from a free worker).
 _HOLD_NS = 1_000_000
+_FOREVER = 1 << 63
 
 # Tokens are unique across every pool of the process, which keeps a token
 # from being mistaken for another pool's.  next() on itertools.count is atomic
@@ -217,13 +219,32 @@ _TIMES_LIMIT = 1024
 
 
 class _Worker:
-    """One worker thread.  ``current`` is written only by its own thread."""
+    """One worker thread.  ``current`` is written only by its own thread.
 
-    __slots__ = ("current", "thread")
+    ``batch`` (the tokens of the batch it holds, if more than one) and
+    ``batch_priority`` are written by the worker; the batch watch reads them
+    and may set ``batch`` to None under ``batch_lock`` when it re-queues the
+    batch (see taskrunner._batch_watch).  ``seen_*`` belong to the watch.
+    """
+
+    __slots__ = (
+        "batch",
+        "batch_lock",
+        "batch_priority",
+        "current",
+        "seen_batch",
+        "seen_current",
+        "thread",
+    )
 
     def __init__(self) -> None:
         self.current: Task | None = None
         self.thread: threading.Thread | None = None
+        self.batch: list[int] | None = None
+        self.batch_priority = 0
+        self.batch_lock = threading.Lock()  # guards the hand-back of batch
+        self.seen_current: Task | None = None
+        self.seen_batch: list[int] | None = None
 
 
 class _Group:
@@ -391,6 +412,9 @@ class ThreadPool(TaskRunner):
             check(lib.tr_heap_set_lazy_wake(self._cpu_h, batch_size, _LAZY_WAKE_NS), "lazy wake")
         self._blocking = _Group(
             self, "blocking", 0, max_blocking_workers, blocking_idle_timeout, best_effort_limit
+        )
+        self._batch_watch = BatchWatch(
+            name, self._cpu_h, lambda: list(self._cpu.workers), self._live.__contains__, _HOLD_NS
         )
         self._delays = DelayedTasks(
             self._clock,
@@ -922,6 +946,7 @@ class ThreadPool(TaskRunner):
         count = ffi.new("size_t *")
         prio = ffi.new("int32_t *")
         epochs = group.epochs
+        watch = self._batch_watch
         live_get = self._live.get
         live_pop = self._live.pop
         capped = group.best_effort_capped
@@ -952,6 +977,12 @@ class ThreadPool(TaskRunner):
                     check(status, "worker pop")
                 tokens = _unpack(buf, count[0])
                 priority = prio[0]
+                held = len(tokens) > 1
+                if held:  # visible to the batch watch while a task of it runs
+                    worker.batch_priority = priority
+                    worker.batch = tokens
+                    if not watch.armed:
+                        watch.arm()
                 level = (
                     priority if 0 <= priority < _LEVELS else (0 if priority < 0 else _LEVELS - 1)
                 )
@@ -963,10 +994,18 @@ class ThreadPool(TaskRunner):
                 for token in tokens:
                     if done and (epochs[level] != epoch or _now_ns() > hold_until):
                         # Something more urgent arrived, or this batch has held its
-                        # tasks back long enough: give the rest back to the queue.
-                        rest = tokens[done:]
-                        check(_unpop(h, rest, len(rest), priority), "unpop")
-                        break
+                        # tasks back long enough: give the rest back to the queue,
+                        # unless the batch watch has queued it again already (then
+                        # go on through it: whoever claims a task first runs it).
+                        with worker.batch_lock:
+                            given_back = worker.batch is tokens
+                            if given_back:
+                                worker.batch = None
+                                rest = tokens[done:]
+                                check(_unpop(h, rest, len(rest), priority), "unpop")
+                        if given_back:
+                            break
+                        epoch, hold_until = epochs[level], _FOREVER
                     done += 1
                     task = live_get(token)
                     if task is None:
@@ -1034,6 +1073,8 @@ class ThreadPool(TaskRunner):
                     worker.current = None
                     if task.traits.category is not None and self._gates:
                         self._release_gate(task)
+                if held:
+                    worker.batch = None
                 if capped and priority <= TaskPriority.BEST_EFFORT:
                     done_low = done
                 if completed or failed or dropped:
@@ -1211,6 +1252,7 @@ class ThreadPool(TaskRunner):
             # No workers: run BLOCK_SHUTDOWN tasks here, drop the rest.
             self._drain_without_workers()
         still_running = self._join_workers()
+        self._batch_watch.close(timeout=1.0)
         for child in children_of(self):
             child._pool_closed()  # type: ignore[attr-defined]
         with self._stats_lock:

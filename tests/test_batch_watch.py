@@ -1,0 +1,112 @@
+"""No ready task stays hidden behind a long task in a worker's batch.
+
+Tasks posted before ``start()`` (or while workers are slow to wake) are popped
+in batches; a task that blocks must not keep the rest of its batch from an
+idle worker (see taskrunner/_batch_watch.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import threading
+import time
+import weakref
+
+import pytest
+
+from taskrunner import ThreadPool
+
+WAIT = 20.0
+
+
+@pytest.mark.parametrize("workers", [2, 4, 8])
+def test_tasks_that_meet_at_a_barrier_all_run_at_once(workers: int) -> None:
+    pool = ThreadPool(workers, name="meet")
+    barrier = threading.Barrier(workers)
+    met: list[bool] = []
+    lock = threading.Lock()
+
+    def meet() -> None:
+        try:
+            barrier.wait(WAIT)
+            ok = True
+        except threading.BrokenBarrierError:
+            ok = False
+        with lock:
+            met.append(ok)
+
+    for _ in range(workers):
+        pool.post_task(meet)  # queued before start: the first worker pops them all
+    pool.start()
+    try:
+        assert pool.wait_idle(2 * WAIT)
+        assert met == [True] * workers
+    finally:
+        pool.shutdown(timeout=WAIT)
+
+
+def test_a_task_waiting_for_a_later_one_in_its_batch_is_not_deadlocked() -> None:
+    pool = ThreadPool(2, name="dep")
+    second_ran = threading.Event()
+    first_saw: list[bool] = []
+    pool.post_task(lambda: first_saw.append(second_ran.wait(WAIT)))
+    for _ in range(5):
+        pool.post_task(lambda: None)
+    pool.post_task(second_ran.set)
+    pool.start()
+    try:
+        assert pool.wait_idle(2 * WAIT)
+        assert first_saw == [True]
+    finally:
+        pool.shutdown(timeout=WAIT)
+
+
+def test_rescued_tasks_run_exactly_once_and_wait_idle_stays_exact() -> None:
+    pool = ThreadPool(2, name="once", batch_size=64)
+    runs: collections.Counter[int] = collections.Counter()
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        if i % 50 == 0:
+            time.sleep(0.01)  # long enough for the watch to re-queue the batch
+        with lock:
+            runs[i] += 1
+
+    n = 2000
+    for i in range(n):
+        pool.post_task(work, i)
+    pool.start()
+    try:
+        assert pool.wait_idle(60)
+        assert len(runs) == n
+        assert set(runs.values()) == {1}
+        assert pool.stats()["completed"] == n
+        # The duplicates were popped and completed too: the pool is idle now.
+        assert pool.wait_idle(0)
+        assert pool._batch_watch.rescued > 0
+    finally:
+        report = pool.shutdown(timeout=WAIT)
+    assert report is not None and report.drained
+
+
+def test_the_watch_thread_ends_at_shutdown_and_the_pool_is_collected() -> None:
+    pool = ThreadPool(2, name="gone")
+    release = threading.Event()
+    pool.post_task(release.wait, WAIT)
+    pool.post_task(lambda: None)
+    pool.start()
+    deadline = time.monotonic() + WAIT
+    while pool._batch_watch._thread is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    thread = pool._batch_watch._thread
+    assert thread is not None
+    release.set()
+    pool.shutdown(timeout=WAIT)
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    collected = threading.Event()
+    weakref.finalize(pool, collected.set)
+    del pool
+    gc.collect()
+    assert collected.is_set()
