@@ -85,7 +85,7 @@ test-ft:
 	test -x .venv-ft/bin/python || "$$ft" -m venv .venv-ft; \
 	.venv-ft/bin/python -m pip install -q --upgrade pip setuptools wheel 'cffi>=2'; \
 	.venv-ft/bin/python -m pip install -q -e '.[test]'; \
-	.venv-ft/bin/python -m pip install -q -e '.[postgres-pure]'; \
+	.venv-ft/bin/python -m pip install -q -e '.[postgres-pure,plot]'; \
 	TASKRUNNER_STRICT_BUILD=1 .venv-ft/bin/python setup.py -q build_ext --inplace --force; \
 	.venv-ft/bin/python -c 'import sys, taskrunner, psycopg; assert not sys._is_gil_enabled(), "the GIL came back on"; print("test-ft: GIL off, psycopg", psycopg.pq.__impl__)'; \
 	.venv-ft/bin/python -m pytest -q; \
