@@ -11,9 +11,13 @@
  *   4. push seqs are strictly increasing in push order, unpop seqs strictly
  *      decreasing, every unpop seq below every push seq; neither wraps.
  *   5. low_in_flight <= in_flight.
+ *   6. items[i].slot is the index slot of items[i].token, so a heap move
+ *      updates the index without hashing (index_delete and index_grow, which
+ *      move slots, update the items they move).
  *
  * The index is open addressing with linear probing and backward-shift
- * deletion (no tombstones), kept at most half full.
+ * deletion (no tombstones), kept at most half full, and has at most 2^32
+ * slots (a slot number fits in the padding of heap_item).
  */
 #include "tr_heap.h"
 #include "tr_sync.h"
@@ -25,6 +29,7 @@ typedef struct {
     uint64_t token;
     uint64_t seq;
     int32_t priority;
+    uint32_t slot; /* this token's slot in the index (invariant 6) */
 } heap_item;
 
 typedef struct {
@@ -117,8 +122,9 @@ static index_slot *index_find(tr_heap *h, uint64_t token)
     }
 }
 
-/* Inserts a token known to be absent; the index has room (kept half empty). */
-static void index_put(index_slot *index, size_t cap, uint64_t token, size_t pos)
+/* Inserts a token known to be absent; the index has room (kept half empty).
+ * Returns the slot it took. */
+static uint32_t index_put(index_slot *index, size_t cap, uint64_t token, size_t pos)
 {
     size_t mask = cap - 1;
     size_t i = hash_token(token) & mask;
@@ -126,6 +132,7 @@ static void index_put(index_slot *index, size_t cap, uint64_t token, size_t pos)
         i = (i + 1) & mask;
     index[i].token = token;
     index[i].pos = pos;
+    return (uint32_t)i;
 }
 
 /* Deletes a slot by backward shifting the probe run that follows it. */
@@ -144,6 +151,7 @@ static void index_delete(tr_heap *h, index_slot *slot)
         int home_in_range = hole <= i ? (hole < home && home <= i) : (hole < home || home <= i);
         if (!home_in_range) {
             h->index[hole] = *s;
+            h->items[s->pos - 1].slot = (uint32_t)hole;
             hole = i;
         }
     }
@@ -157,12 +165,16 @@ static int index_grow(tr_heap *h, size_t need)
         cap *= 2;
     if (cap == h->index_cap)
         return TR_OK;
+    if (cap > (size_t)UINT32_MAX + 1)
+        return TR_NOMEM; /* slot numbers are 32-bit (invariant 6) */
     index_slot *fresh = calloc(cap, sizeof *fresh);
     if (fresh == NULL)
         return TR_NOMEM;
-    for (size_t i = 0; i < h->index_cap; i++)
-        if (h->index[i].pos != 0)
-            index_put(fresh, cap, h->index[i].token, h->index[i].pos);
+    for (size_t i = 0; i < h->index_cap; i++) {
+        size_t pos = h->index[i].pos;
+        if (pos != 0)
+            h->items[pos - 1].slot = index_put(fresh, cap, h->index[i].token, pos);
+    }
     free(h->index);
     h->index = fresh;
     h->index_cap = cap;
@@ -174,7 +186,7 @@ static int index_grow(tr_heap *h, size_t need)
 static inline void place(tr_heap *h, size_t pos, heap_item item)
 {
     h->items[pos] = item;
-    index_find(h, item.token)->pos = pos + 1;
+    h->index[item.slot].pos = pos + 1;
 }
 
 static void sift_up(tr_heap *h, size_t pos)
@@ -228,10 +240,10 @@ static int reserve(tr_heap *h, size_t extra)
 /* Adds one item; room was reserved and the token is known to be absent. */
 static void insert_locked(tr_heap *h, uint64_t token, int32_t priority, uint64_t seq)
 {
-    heap_item item = {token, seq, priority};
+    heap_item item = {token, seq, priority, 0};
     size_t pos = h->len++;
+    item.slot = index_put(h->index, h->index_cap, token, pos + 1);
     h->items[pos] = item;
-    index_put(h->index, h->index_cap, token, pos + 1);
     sift_up(h, pos);
     int level = level_of(priority);
     h->level_count[level]++;
@@ -250,13 +262,12 @@ static inline void push_locked(tr_heap *h, uint64_t token, int32_t priority)
 static heap_item remove_at(tr_heap *h, size_t pos)
 {
     heap_item out = h->items[pos];
-    index_delete(h, index_find(h, out.token));
+    index_delete(h, &h->index[out.slot]); /* may move other items' slots */
     h->level_count[level_of(out.priority)]--;
     h->len--;
     if (pos != h->len) {
         heap_item last = h->items[h->len];
-        h->items[pos] = last;
-        index_find(h, last.token)->pos = pos + 1;
+        place(h, pos, last);
         if (pos > 0 && before(&last, &h->items[(pos - 1) / 2]))
             sift_up(h, pos);
         else
@@ -642,6 +653,31 @@ size_t tr_heap_memory(tr_heap *h)
     size_t bytes = sizeof *h + h->cap * sizeof *h->items + h->index_cap * sizeof *h->index;
     pthread_mutex_unlock(&h->mu);
     return bytes;
+}
+
+int tr_heap_check(tr_heap *h)
+{
+    int ok = 1;
+    size_t counts[TR_HEAP_LEVELS] = {0};
+    size_t indexed = 0;
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < h->len; i++) {
+        const heap_item *it = &h->items[i];
+        if (i > 0 && before(it, &h->items[(i - 1) / 2]))
+            ok = 0; /* invariant 1 */
+        if (it->slot >= h->index_cap || h->index[it->slot].token != it->token ||
+            h->index[it->slot].pos != i + 1)
+            ok = 0; /* invariants 2 and 6 */
+        counts[level_of(it->priority)]++;
+    }
+    for (size_t i = 0; i < h->index_cap; i++)
+        indexed += h->index[i].pos != 0;
+    if (indexed != h->len || memcmp(counts, h->level_count, sizeof counts) != 0)
+        ok = 0; /* invariants 2 and 3 */
+    if (h->low_in_flight > h->in_flight)
+        ok = 0; /* invariant 5 */
+    pthread_mutex_unlock(&h->mu);
+    return ok ? TR_OK : TR_INVALID;
 }
 
 const uint64_t *tr_heap_epochs(tr_heap *h)

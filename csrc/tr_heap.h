@@ -130,6 +130,9 @@ size_t tr_heap_waiters(tr_heap *h);
 void tr_heap_level_counts(tr_heap *h, size_t *counts);
 /* Bytes of memory the heap holds. */
 size_t tr_heap_memory(tr_heap *h);
+/* Checks the heap's internal invariants (for tests): TR_OK, or TR_INVALID
+ * if one is broken.  O(len + index size), under the heap's lock. */
+int tr_heap_check(tr_heap *h);
 /* The preemption counters (see above); valid until tr_heap_free(). */
 const uint64_t *tr_heap_epochs(tr_heap *h);
 

@@ -186,6 +186,12 @@ class PriorityQueue:
     def memory_bytes(self) -> int:
         return int(lib.tr_heap_memory(self._h))
 
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the C heap's internal invariants are broken
+        (heap order, token index, level counts; for tests, O(n))."""
+        if lib.tr_heap_check(self._h) != OK:
+            raise AssertionError("tr_heap invariants broken")
+
     def close(self) -> None:
         lib.tr_heap_close(self._h)
 

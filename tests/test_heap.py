@@ -98,6 +98,7 @@ class HeapMachine(RuleBasedStateMachine):
         assert self.q.in_flight == self.popped
         counts = self.q.level_counts()
         assert sum(counts) == len(self.model)
+        self.q.check_invariants()
 
 
 TestHeapMachine = pytest.mark.thread_unsafe(reason="hypothesis is not thread-safe")(

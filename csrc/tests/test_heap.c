@@ -79,12 +79,16 @@ static void test_remove_random(void)
     uint64_t s = 88172645463325252ULL;
     for (uint64_t i = 0; i < N; i++)
         CHECK(tr_heap_push(h, i, (int32_t)(rng_next(&s) % 5)) == TR_OK);
+    CHECK(tr_heap_check(h) == TR_OK);
     for (int i = 0; i < N / 2; i++) {
         uint64_t t = rng_next(&s) % N;
         int rc = tr_heap_remove(h, t);
         CHECK(rc == (removed[t] ? TR_NOT_FOUND : TR_OK));
         removed[t] = 1;
+        if (i % 997 == 0)
+            CHECK(tr_heap_check(h) == TR_OK);
     }
+    CHECK(tr_heap_check(h) == TR_OK);
     size_t expect = 0;
     for (int i = 0; i < N; i++)
         expect += !removed[i];
@@ -100,6 +104,7 @@ static void test_remove_random(void)
     size_t seen = 0;
     for (;;) {
         CHECK(tr_heap_pop_many(h, out, 64, &n) == TR_OK);
+        CHECK(tr_heap_check(h) == TR_OK);
         if (n == 0)
             break;
         for (size_t i = 0; i < n; i++) {
@@ -175,6 +180,50 @@ static void test_unpop(void)
         CHECK(tr_heap_pop(h, &t, NULL) == TR_OK && t == expect[i]);
     }
     CHECK(tr_heap_unpop(h, out, 8, 1) == TR_INVALID);
+    tr_heap_free(h);
+}
+
+/* Random pushes, batch pushes, removes, pops and unpops, with growth of the
+ * index along the way: the invariants (tr_heap_check) hold after every step. */
+static void test_random_ops_keep_invariants(void)
+{
+    tr_heap *h;
+    CHECK(tr_heap_new(&h) == TR_OK);
+    uint64_t s = 0x9E3779B97F4A7C15ULL, next = 1;
+    uint64_t popped[64];
+    size_t npopped = 0;
+    for (int step = 0; step < 20000; step++) {
+        uint64_t r = rng_next(&s) % 100;
+        int32_t prio = (int32_t)(rng_next(&s) % 7) - 1;
+        if (r < 45) {
+            CHECK(tr_heap_push(h, next++, prio) == TR_OK);
+        } else if (r < 55) {
+            uint64_t toks[5];
+            int32_t prios[5];
+            for (int i = 0; i < 5; i++) {
+                toks[i] = next++;
+                prios[i] = prio + i;
+            }
+            CHECK(tr_heap_push_many(h, toks, prios, 5) == TR_OK);
+        } else if (r < 70) {
+            int rc = tr_heap_remove(h, 1 + rng_next(&s) % next);
+            CHECK(rc == TR_OK || rc == TR_NOT_FOUND);
+        } else if (r < 90 && npopped == 0) {
+            size_t n;
+            int32_t p;
+            CHECK(tr_heap_pop_wait(h, popped, 1 + rng_next(&s) % 64, &n, &p, 0, 0, 0) ==
+                  (tr_heap_len(h) ? TR_OK : TR_TIMEOUT));
+            if (n > 1 && rng_next(&s) % 2) {
+                CHECK(tr_heap_unpop(h, popped + 1, n - 1, p) == TR_OK);
+                n = 1;
+            }
+            npopped = n;
+        } else if (npopped != 0) {
+            CHECK(tr_heap_complete(h, npopped, 0) == TR_OK);
+            npopped = 0;
+        }
+        CHECK(tr_heap_check(h) == TR_OK);
+    }
     tr_heap_free(h);
 }
 
@@ -329,6 +378,7 @@ int main(void)
     test_remove_random();
     test_batch_and_cap();
     test_push_many_all_or_none();
+    test_random_ops_keep_invariants();
     test_unpop();
     test_lazy_wake();
     test_hammer(0);
