@@ -1,0 +1,69 @@
+"""A web dashboard for jobs: ``taskrunner dashboard --db PATH`` (the ``dashboard`` extra).
+
+The pieces: :mod:`~taskrunner.dashboard.data` reads what the pages show from a
+job store's public API; :mod:`~taskrunner.dashboard.chart` lays out the
+overview's SVG chart; :mod:`~taskrunner.dashboard.security` holds the token,
+Host and CSRF rules; :mod:`~taskrunner.dashboard.app` is the WSGI application
+(Werkzeug and Jinja2); :mod:`~taskrunner.dashboard.server` serves it on
+taskrunner's own thread pool; :mod:`~taskrunner.dashboard.command` is the
+command-line subcommand.
+
+:func:`serve` puts them together.  Importing this package needs nothing beyond
+taskrunner itself; :func:`serve` and the application need the ``dashboard``
+extra (Werkzeug, Jinja2).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taskrunner.dashboard.server import DashboardServer
+    from taskrunner.jobs import JobStore
+    from taskrunner.pool import ThreadPool
+
+__all__ = ["serve"]
+
+
+def serve(
+    store: JobStore,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    token: str | None = None,
+    read_only: bool = False,
+    pool: ThreadPool | None = None,
+) -> DashboardServer:
+    """Start a dashboard on ``store`` at ``http://host:port/``; returns the running server.
+
+    Refuses (``ValueError``) a non-loopback ``host`` without a ``token`` (at
+    least 16 characters).  The requests run on ``pool`` if given (left
+    running on close), else on a pool the server makes.  Close the server
+    with ``close(timeout)`` from any thread; the store stays open (its owner
+    closes it).  ``ImportError`` without the ``dashboard`` extra.
+    """
+    from taskrunner.dashboard.app import DashboardApp
+    from taskrunner.dashboard.security import Guard
+    from taskrunner.dashboard.server import DashboardServer
+
+    # Bind first (port 0 picks a free port), then build the Guard on the real port.
+    server = DashboardServer(_Deferred(), host=host, port=port, pool=pool)
+    Guard(host=host, port=max(port, 1), token=token)  # check the bind rules before binding
+    server.start()
+    try:
+        guard = Guard(host=host, port=server.port, token=token)
+        server.set_app(DashboardApp(store, guard=guard, read_only=read_only))
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
+class _Deferred:
+    """A WSGI app answering 503 until the real one is set (the moment after binding)."""
+
+    def __call__(self, environ: object, start_response: object) -> list[bytes]:
+        start = start_response
+        assert callable(start)
+        start("503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [b"starting\n"]
