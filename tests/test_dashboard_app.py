@@ -22,7 +22,7 @@ from pg_fixture import new_schema, require_dsn
 from werkzeug.test import Client, TestResponse
 
 from taskrunner.dashboard.app import DashboardApp, job_url
-from taskrunner.dashboard.security import CSRF_COOKIE, TOKEN_COOKIE, Guard
+from taskrunner.dashboard.security import Guard
 from taskrunner.jobs import JobState, JobStore, MemoryJobStore, SQLiteJobStore
 
 HOST = "127.0.0.1:8765"
@@ -219,7 +219,7 @@ def test_actions_need_the_csrf_token_of_this_browser(filled: tuple[JobStore, Fil
     assert evil_origin.status_code == 403 and "another site" in evil_origin.text
     assert store.get(failed).state is JobState.FAILED
     assert c.get(job_url(failed, "retry"), headers={"Host": HOST}).status_code == 200
-    assert c.get_cookie(CSRF_COOKIE, domain="127.0.0.1") is not None
+    assert c.get_cookie("tr_csrf_8765", domain="127.0.0.1") is not None
 
 
 def test_read_only_hides_and_refuses_actions(filled: tuple[JobStore, Filled]) -> None:
@@ -242,7 +242,7 @@ def test_a_token_is_required_when_set(tmp_path: Path) -> None:
         assert get(c, "/?token=wrong-token-0000000").status_code == 401
         reply = get(c, "/jobs?state=failed&token=" + TOKEN)
         assert reply.status_code == 303 and reply.headers["Location"] == "/jobs?state=failed"
-        assert c.get_cookie(TOKEN_COOKIE, domain="127.0.0.1") is not None
+        assert c.get_cookie("tr_token_8765", domain="127.0.0.1") is not None
         assert get(c, "/jobs").status_code == 200  # the cookie carries it now
         bearer = client(store, token=TOKEN)
         assert get(bearer, "/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200

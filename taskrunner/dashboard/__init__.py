@@ -33,12 +33,14 @@ def serve(
     token: str | None = None,
     read_only: bool = False,
     pool: ThreadPool | None = None,
+    refresh_seconds: float = 5.0,
 ) -> DashboardServer:
     """Start a dashboard on ``store`` at ``http://host:port/``; returns the running server.
 
     Refuses (``ValueError``) a non-loopback ``host`` without a ``token`` (at
     least 16 characters).  The requests run on ``pool`` if given (left
-    running on close), else on a pool the server makes.  Close the server
+    running on close), else on a pool the server makes.  The overview refreshes
+    itself every ``refresh_seconds``.  Close the server
     with ``close(timeout)`` from any thread; the store stays open (its owner
     closes it).  ``ImportError`` without the ``dashboard`` extra.
     """
@@ -52,7 +54,9 @@ def serve(
     server.start()
     try:
         guard = Guard(host=host, port=server.port, token=token)
-        server.set_app(DashboardApp(store, guard=guard, read_only=read_only))
+        server.set_app(
+            DashboardApp(store, guard=guard, read_only=read_only, refresh_seconds=refresh_seconds)
+        )
     except BaseException:
         server.close()
         raise

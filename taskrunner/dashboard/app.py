@@ -47,7 +47,7 @@ from werkzeug.wrappers import Request, Response
 
 from taskrunner.dashboard import chart
 from taskrunner.dashboard.data import decode_payload, read_overview
-from taskrunner.dashboard.security import CSRF_COOKIE, TOKEN_COOKIE, Guard
+from taskrunner.dashboard.security import Guard
 from taskrunner.jobs import (
     CorruptJobError,
     DuplicateJobError,
@@ -65,14 +65,19 @@ log = logging.getLogger("taskrunner.dashboard")
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 500
-_STATIC_TYPES: Final = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+_STATIC_TYPES: Final = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 _SECURITY_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
     "img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": Chromium then sends "Origin: null" with same-site form posts.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 #: What the job page says after an action (the query carries only the key).
@@ -150,7 +155,9 @@ class DashboardApp:
         self._env.globals["job_url"] = job_url
         static = resources.files("taskrunner.dashboard").joinpath("static")
         self._static = {
-            f.name: f.read_bytes() for f in static.iterdir() if f.name.endswith((".css", ".js"))
+            f.name: f.read_bytes()
+            for f in static.iterdir()
+            if f.name.endswith(tuple(_STATIC_TYPES))
         }
         self._urls = Map(
             [
@@ -179,7 +186,7 @@ class DashboardApp:
         return result
 
     def _respond(self, request: Request) -> Response:
-        csrf_cookie = request.cookies.get(CSRF_COOKIE)
+        csrf_cookie = request.cookies.get(self.guard.csrf_cookie)
         new_cookie = None
         if not csrf_cookie:
             csrf_cookie = new_cookie = self.guard.new_csrf_cookie()
@@ -191,7 +198,9 @@ class DashboardApp:
             log.exception("dashboard: %s %s failed", request.method, request.path)
             response = self._error(InternalServerError("The server failed; see its log."), "")
         if new_cookie is not None:
-            response.set_cookie(CSRF_COOKIE, new_cookie, httponly=True, samesite="Strict", path="/")
+            response.set_cookie(
+                self.guard.csrf_cookie, new_cookie, httponly=True, samesite="Strict", path="/"
+            )
         return response
 
     def _checked(self, request: Request, csrf_cookie: str) -> Response:
@@ -206,11 +215,15 @@ class DashboardApp:
                 args = {k: v for k, v in request.args.items(multi=True) if k != "token"}
                 target = request.path + (f"?{urlencode(args)}" if args else "")
                 response = Response(status=303, headers={"Location": target})
-                response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="Strict", path="/")
+                response.set_cookie(
+                    self.guard.token_cookie, given, httponly=True, samesite="Strict", path="/"
+                )
                 return response
             auth = request.headers.get("Authorization", "")
             presented = (
-                auth[7:] if auth.startswith("Bearer ") else request.cookies.get(TOKEN_COOKIE)
+                auth[7:]
+                if auth.startswith("Bearer ")
+                else request.cookies.get(self.guard.token_cookie)
             )
             if not self.guard.token_ok(presented):
                 raise Unauthorized(
@@ -394,7 +407,9 @@ class DashboardApp:
             return self._render("confirm.html", csrf_cookie, job=job, action=action)
         if not self.guard.origin_ok(request.headers.get("Origin"), request.host):
             raise Forbidden("Refused: the request came from another site (Origin).")
-        if not self.guard.csrf_ok(request.cookies.get(CSRF_COOKIE), request.form.get("csrf")):
+        if not self.guard.csrf_ok(
+            request.cookies.get(self.guard.csrf_cookie), request.form.get("csrf")
+        ):
             raise Forbidden(
                 "Refused: the form's CSRF token is missing or wrong. Reload the page and try again."
             )

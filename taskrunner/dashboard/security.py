@@ -4,7 +4,7 @@
   unless a token is set: a dashboard that can retry and cancel jobs is not
   left open on a network by accident.
 * **Who may look.**  With a token, every request must carry it: as the
-  ``tr_token`` cookie (set when the browser first opens ``/?token=...``), or
+  ``tr_token_<port>`` cookie (set when the browser first opens ``/?token=...``), or
   as ``Authorization: Bearer <token>``.  Compared in constant time.
 * **Which site may ask.**  :class:`Guard.check_host` accepts only the Host
   names the server was bound to (and, on loopback, ``localhost``,
@@ -32,6 +32,8 @@ __all__ = [
     "is_loopback",
 ]
 
+#: Cookie names, suffixed with the port (cookies ignore ports: two dashboards on
+#: one host must not overwrite each other's).
 TOKEN_COOKIE: Final = "tr_token"
 CSRF_COOKIE: Final = "tr_csrf"
 #: The environment variable the command line reads the token from (``--token`` wins).
@@ -71,6 +73,8 @@ class Guard:
     def __init__(self, *, host: str, port: int, token: str | None) -> None:
         check_bind(host, token)
         self._token = token
+        self.token_cookie = f"{TOKEN_COOKIE}_{port}"
+        self.csrf_cookie = f"{CSRF_COOKIE}_{port}"
         self._secret = secrets.token_bytes(32)
         names = {host.lower()}
         if is_loopback(host):
@@ -100,7 +104,7 @@ class Guard:
         return secrets.token_urlsafe(24)
 
     def csrf_token(self, cookie: str) -> str:
-        """The form token that goes with this browser's ``tr_csrf`` cookie."""
+        """The form token that goes with this browser's CSRF cookie."""
         return hmac.new(self._secret, cookie.encode(), hashlib.sha256).hexdigest()
 
     def csrf_ok(self, cookie: str | None, form_token: str | None) -> bool:

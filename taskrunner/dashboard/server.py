@@ -16,6 +16,7 @@ from any thread, any number of times.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -42,19 +43,33 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class _PoolServer(WSGIServer):
-    """A WSGIServer that runs each connection as a task on a ThreadPool."""
+    """A WSGIServer that runs each connection as a task on a ThreadPool.
+
+    It keeps the open connections so that :meth:`stop_reading` can end the
+    ones still waiting for a request (browsers open spare connections that
+    may never send one) without cutting off a response being written.
+    """
 
     pool: ThreadPool
-    timeout_seconds: float = 30.0
+    #: A client silent this long loses its connection (and frees its worker).
+    timeout_seconds: float = 10.0
+
+    def server_activate(self) -> None:
+        # Guards _open (added by the accept thread, removed by the pool's workers).
+        self._open_lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        super().server_activate()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(self.timeout_seconds)  # a stalled client cannot hold a worker forever
+        request.settimeout(self.timeout_seconds)
+        with self._open_lock:
+            self._open.add(request)
         try:
             self.pool.post_task(
                 self._handle, request, client_address, traits=_REQUEST, name="dashboard request"
             )
         except Exception:  # the pool shut down: drop the connection
-            self.shutdown_request(request)
+            self._done(request)
 
     def _handle(self, request: Any, client_address: Any) -> None:
         try:
@@ -62,7 +77,21 @@ class _PoolServer(WSGIServer):
         except Exception:
             self.handle_error(request, client_address)
         finally:
-            self.shutdown_request(request)
+            self._done(request)
+
+    def _done(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        self.shutdown_request(request)
+
+    def stop_reading(self) -> None:
+        """Shut the read side of every open connection: a handler waiting for a
+        request sees end-of-file at once; one writing a response carries on."""
+        with self._open_lock:
+            connections = list(self._open)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by its handler
+                connection.shutdown(socket.SHUT_RD)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("dashboard: connection from %s failed", client_address, exc_info=True)
@@ -163,6 +192,7 @@ class DashboardServer:
                 server.shutdown()  # returns once the accept loop is out (within poll_interval)
             thread.join(timeout)
             stopped = not thread.is_alive()
+            server.stop_reading()
             server.server_close()
         if self._own_pool:
             report = self._pool.shutdown(timeout=timeout)
