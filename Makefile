@@ -17,7 +17,8 @@ CWARN := -std=gnu11 -Wall -Wextra -Werror -g -O1 -pthread -Icsrc
 ASAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 TSAN := -fsanitize=thread
 
-.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench clean pg-server
+.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench clean pg-server \
+	chromium dashboard-screenshots
 
 all: test
 
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q setuptools wheel 'cffi>=2'
-	$(PY) -m pip install -q -e '.[test,postgres,demo,plot,bench]'
+	$(PY) -m pip install -q -e '.[test,postgres,demo,plot,bench,dashboard]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -60,11 +61,23 @@ pg-server:
 	  echo "installing Debian's postgresql (the tests start a throwaway cluster)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
 
-test-py: $(CORE_STAMP) pg-server
+# The dashboard's browser tests drive Debian's headless Chromium (never a downloaded one).
+chromium:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium and chromium-driver (the dashboard's browser tests)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    chromium chromium-driver; }
+
+# The README's pictures of the dashboard, taken by its browser tests on SQLite.
+dashboard-screenshots: $(CORE_STAMP) chromium
+	TASKRUNNER_DASHBOARD_SCREENSHOTS=taskrunner/dashboard/docs $(PY) -m pytest -q -p no:randomly \
+	  tests/test_dashboard_browser.py -k "sqlite and (overview_shows or hostile_text)"
+
+test-py: $(CORE_STAMP) pg-server chromium
 	$(PY) -m pytest -q
 
 # The suite again with every test run by 4 threads at once (pytest-run-parallel).
-test-parallel: $(CORE_STAMP) pg-server
+test-parallel: $(CORE_STAMP) pg-server chromium
 	$(PY) -m pytest -q -p no:randomly --parallel-threads=4 -m "not slow"
 
 # The whole suite under a free-threaded interpreter, when one is found

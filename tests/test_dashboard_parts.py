@@ -84,6 +84,7 @@ def test_read_overview_counts_charts_workers_and_waiting() -> None:
     assert minute[2].retried == 1
 
 
+@pytest.mark.thread_unsafe(reason="patches a module constant")
 def test_read_overview_says_when_it_is_partial(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data, "SCAN_LIMIT", 2)
     ov = data.read_overview(_store_with_history(), NOW)
