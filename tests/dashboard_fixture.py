@@ -72,11 +72,12 @@ def fill_store(store: JobStore, now: float, per_state: int = 60) -> Filled:
             if i % 4 == 0:  # succeeded on its second attempt
                 store.fail(job.id, owner, created + 2, "flaky", None, retry_at=created + 3)
                 store.claim(job.id, owner, created + 4, lease_seconds=60)
-            store.complete(job.id, owner, created + 6, json.dumps({"ok": True, "n": i}).encode())
+            took = 6 + (i * 37) % 240  # spread over the chart's minutes
+            store.complete(job.id, owner, created + took, json.dumps({"ok": True, "n": i}).encode())
         elif state is JobState.FAILED:
             store.claim(job.id, owner, created + 1, lease_seconds=60)
             error = "card declined " + EVIL if i % 2 else "card declined"
-            store.fail(job.id, owner, created + 3, error, TRACEBACK)
+            store.fail(job.id, owner, created + 3 + (i * 53) % 400, error, TRACEBACK)
         else:
             store.cancel(job.id, created + 2, "cancelled by the operator")
         filled.by_state[state.value].append(job.id)

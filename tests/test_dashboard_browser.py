@@ -16,6 +16,7 @@ With ``TASKRUNNER_DASHBOARD_SCREENSHOTS=DIR`` the SQLite run saves
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import time
@@ -143,14 +144,14 @@ def screenshot(driver: WebDriver, site: Site, name: str, tmp: Path) -> None:
     target = os.environ.get("TASKRUNNER_DASHBOARD_SCREENSHOTS")
     directory = Path(target) if target and site.kind == "sqlite" else tmp
     directory.mkdir(parents=True, exist_ok=True)
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    driver.set_window_size(1280, min(max(height, 600), 2400))
-    try:
-        path = directory / name
-        assert driver.save_screenshot(str(path))
-        assert path.stat().st_size > 10_000
-    finally:
-        driver.set_window_size(1280, 1000)
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
+    path = directory / name
+    path.write_bytes(base64.b64decode(shot["data"]))
+    assert path.stat().st_size > 10_000
 
 
 # ---------------------------------------------------------------- pages
