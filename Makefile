@@ -106,8 +106,9 @@ test-ft:
 
 test: lint check-c test-py test-parallel test-ft
 
+# The demo keeps its store in build/demo.db, for the dashboard it names at its end.
 demo: $(CORE_STAMP)
-	$(PY) -m taskrunner demo
+	$(PY) -m taskrunner demo --db build/demo.db --overwrite
 
 bench: $(CORE_STAMP)
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=min,median,mean,ops -p no:cacheprovider
