@@ -71,7 +71,7 @@ chromium:
 # The README's pictures of the dashboard, taken by its browser tests on SQLite.
 dashboard-screenshots: $(CORE_STAMP) chromium
 	TASKRUNNER_DASHBOARD_SCREENSHOTS=taskrunner/dashboard/docs $(PY) -m pytest -q -p no:randomly \
-	  tests/test_dashboard_browser.py -k "sqlite and (overview_shows or hostile_text)"
+	  tests/test_dashboard_browser.py -k "sqlite and (overview_shows or hostile_text) or mounted_pool"
 
 test-py: $(CORE_STAMP) pg-server chromium
 	$(PY) -m pytest -q

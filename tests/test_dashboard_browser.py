@@ -11,7 +11,7 @@ The browser is Debian's ``chromium`` and ``chromium-driver`` packages
 ``TASKRUNNER_CHROMEDRIVER`` name others), never a downloaded one.  Without them
 the tests are skipped, or fail when ``TASKRUNNER_CHROMIUM_REQUIRED=1`` (CI).
 With ``TASKRUNNER_DASHBOARD_SCREENSHOTS=DIR`` the SQLite run saves
-``overview.png`` and ``job.png`` there (the README's pictures).
+``overview.png``, ``job.png`` and ``pool.png`` there (the README's pictures).
 """
 
 from __future__ import annotations
@@ -139,10 +139,10 @@ def assert_no_script_ran(driver: WebDriver) -> None:
     assert driver.execute_script("return window.__pwned === undefined") is True
 
 
-def screenshot(driver: WebDriver, site: Site, name: str, tmp: Path) -> None:
-    """Save a full-page screenshot; into TASKRUNNER_DASHBOARD_SCREENSHOTS for the SQLite run."""
+def screenshot(driver: WebDriver, keep: bool, name: str, tmp: Path) -> None:
+    """Save a full-page screenshot; into TASKRUNNER_DASHBOARD_SCREENSHOTS if ``keep``."""
     target = os.environ.get("TASKRUNNER_DASHBOARD_SCREENSHOTS")
-    directory = Path(target) if target and site.kind == "sqlite" else tmp
+    directory = Path(target) if target and keep else tmp
     directory.mkdir(parents=True, exist_ok=True)
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
@@ -173,7 +173,7 @@ def test_overview_shows_counts_chart_workers_and_types(
     assert browser.find_elements(By.CSS_SELECTOR, "#types b") == []
     assert "waiting" in text_of(browser, "#oldest")
     assert_no_script_ran(browser)
-    screenshot(browser, site, "overview.png", tmp_path)
+    screenshot(browser, site.kind == "sqlite", "overview.png", tmp_path)
 
 
 def test_overview_updates_itself(browser: WebDriver, site: Site) -> None:
@@ -235,7 +235,7 @@ def test_job_page_shows_hostile_text_as_text(
     assert "finished: failed" in text_of(browser, "#timeline")
     assert browser.find_elements(By.CSS_SELECTOR, "main script, main img") == []
     assert_no_script_ran(browser)
-    screenshot(browser, site, "job.png", tmp_path)
+    screenshot(browser, site.kind == "sqlite", "job.png", tmp_path)
 
 
 def test_unknown_job_and_bad_cursor_get_4xx_pages(browser: WebDriver, site: Site) -> None:
@@ -337,3 +337,37 @@ def test_read_only_offers_no_action(browser: WebDriver, site: Site) -> None:
         assert site.store.get(job_id).state is JobState.FAILED
     finally:
         assert viewer.close(timeout=30)
+
+
+# ---------------------------------------------------------------- embedded in a process
+
+
+def test_mounted_pool_view_updates_live(browser: WebDriver, tmp_path: Path) -> None:
+    from taskrunner import SequencedTaskRunner, ThreadPool
+    from taskrunner.dashboard import mount
+    from taskrunner.jobs import JobManager
+    from taskrunner.metrics import InProcessMetrics
+
+    store = SQLiteJobStore(tmp_path / "jobs.db")
+    fill_store(store, time.time(), per_state=4)
+    with ThreadPool(2, name="service", metrics=InProcessMetrics()) as pool:
+        manager = JobManager(store, pool=pool, owner="service-1")
+        manager.register("email.send", lambda ctx, args: None)
+        orders = SequencedTaskRunner(pool, name="orders")
+        server = mount(pool, manager, port=0, refresh_seconds=1.0)
+        try:
+            browser.get(server.url)
+            browser.find_element(By.ID, "nav-pool").click()
+            wait_for(browser, lambda d: d.find_elements(By.ID, "runners"), "no pool page")
+            assert "service-1" in text_of(browser, "#manager")
+            assert "email.send" in text_of(browser, "#manager")
+            row = '.runner[data-name="orders"] td:nth-child(5)'
+            assert text_of(browser, row) == "0"
+            for _ in range(7):
+                orders.post_task(lambda: None)
+            wait_for(browser, lambda d: text_of(d, row) == "7", "the runner row did not update")
+            screenshot(browser, True, "pool.png", tmp_path)
+        finally:
+            assert server.close(timeout=30)
+            manager.shutdown()
+    store.close()

@@ -272,3 +272,48 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@needs_web
+def test_mount_adds_a_live_view_of_the_pool_and_its_manager() -> None:
+    from taskrunner import SequencedTaskRunner, ThreadPool
+    from taskrunner.dashboard import mount, serve
+    from taskrunner.jobs import JobManager
+    from taskrunner.metrics import InProcessMetrics
+
+    with ThreadPool(2, name="app-pool", metrics=InProcessMetrics()) as pool:
+        manager = JobManager(MemoryJobStore(), pool=pool)
+        manager.register("greet", lambda ctx, args: f"hello {args}")
+        manager.start()
+        try:
+            handle = manager.submit("greet", "<you>")
+            assert handle.result(timeout=60) == "hello <you>"
+            orders = SequencedTaskRunner(pool, name="orders")
+            for _ in range(5):
+                orders.post_task(lambda: None)
+            assert pool.flush(timeout=60)
+            server = mount(pool, manager, port=0)
+            try:
+                status, page = _get(server.url + "pool")
+                assert status == 200
+                assert "app-pool" in page and 'data-name="orders"' in page
+                assert "SequencedTaskRunner" in page and manager.owner in page
+                assert "greet" in page and "USER_VISIBLE" in page
+                status, live = _get(server.url + "live/pool")
+                assert status == 200 and "<html" not in live
+                status, jobs = _get(server.url + "jobs")
+                assert status == 200 and "&lt;you&gt;" not in jobs and "greet" in jobs
+                assert 'id="nav-pool"' in _get(server.url)[1]
+            finally:
+                assert server.close(timeout=30)
+            assert not pool.is_closed
+            plain = serve(manager.store, port=0)
+            try:
+                status, page = _get(plain.url + "pool")
+                assert status == 404 and "mount" in page
+            finally:
+                plain.close()
+        finally:
+            manager.shutdown()
+    with pytest.raises(TypeError, match="pool must be a ThreadPool"):
+        mount("pool", manager)  # type: ignore[arg-type]

@@ -12,7 +12,9 @@ Pages: ``/`` (overview; ``/live/overview`` is its live part, which
 ``state``, ``type`` and ``since``, paged by the store's cursor ``after``),
 ``/jobs/<id>``, and the actions ``/retry/<id>`` and ``/cancel/<id>``:
 a GET shows a confirmation form, its POST (with the CSRF token) acts and
-redirects back to the job.  Bad input gets a 4xx page saying what was wrong;
+redirects back to the job.  Given a ``pool`` (see ``mount``), ``/pool`` shows
+it live: its queues by priority, running and delayed tasks, its runners, and
+the job manager of this process.  Bad input gets a 4xx page saying what was wrong;
 an illegal transition shows the store's own error (409); an unexpected error a
 plain 500 page (logged, never shown).  See :mod:`taskrunner.dashboard.security`
 for the token, Host and CSRF rules; ``read_only`` hides and refuses every action.
@@ -47,17 +49,20 @@ from werkzeug.wrappers import Request, Response
 
 from taskrunner.dashboard import chart
 from taskrunner.dashboard.data import decode_payload, read_overview
+from taskrunner.dashboard.pool_view import read_pool
 from taskrunner.dashboard.security import Guard
 from taskrunner.jobs import (
     CorruptJobError,
     DuplicateJobError,
     IllegalTransitionError,
+    JobManager,
     JobState,
     JobStore,
     StoreError,
     UnknownJobError,
 )
 from taskrunner.jobs.model import MAX_NAME_LENGTH
+from taskrunner.pool import ThreadPool
 
 __all__ = ["DashboardApp"]
 
@@ -112,12 +117,17 @@ def _duration(seconds: float | None) -> str:
     return f"{sign}{int(s // 86400)}d {int(s % 86400 // 3600)}h"
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
 class DashboardApp:
     """The WSGI application over ``store`` (see the module docstring).
 
     ``guard`` holds the token, Host and CSRF rules; ``read_only`` hides and
     refuses every action; ``clock`` gives epoch seconds (the ``now`` passed to
     the store); ``refresh_seconds`` is how often the overview refreshes itself.
+    ``pool`` (and the ``manager`` running on it) add the live ``/pool`` page.
     The store is not closed by the application: its owner closes it.
     """
 
@@ -130,6 +140,8 @@ class DashboardApp:
         clock: Callable[[], float] = time.time,
         refresh_seconds: float = 5.0,
         title: str = "taskrunner",
+        pool: ThreadPool | None = None,
+        manager: JobManager | None = None,
     ) -> None:
         if not isinstance(store, JobStore):
             raise TypeError(f"store must be a JobStore, got {type(store).__name__}")
@@ -137,8 +149,12 @@ class DashboardApp:
             raise TypeError(f"guard must be a Guard, got {type(guard).__name__}")
         if not (isinstance(refresh_seconds, int | float) and refresh_seconds > 0):
             raise ValueError(f"refresh_seconds must be a number > 0, got {refresh_seconds!r}")
+        if pool is not None and not isinstance(pool, ThreadPool):
+            raise TypeError(f"pool must be a ThreadPool, got {type(pool).__name__}")
         self.store = store
         self.guard = guard
+        self._pool = pool
+        self._manager = manager
         self.read_only = bool(read_only)
         self._clock = clock
         self._refresh_ms = int(refresh_seconds * 1000)
@@ -152,6 +168,7 @@ class DashboardApp:
         )
         self._env.filters["when"] = _when
         self._env.filters["duration"] = _duration
+        self._env.filters["ms"] = _ms
         self._env.globals["job_url"] = job_url
         static = resources.files("taskrunner.dashboard").joinpath("static")
         self._static = {
@@ -171,6 +188,8 @@ class DashboardApp:
                     methods=["GET", "POST"],
                 ),
                 Rule("/static/<name>", endpoint="static", methods=["GET"]),
+                Rule("/pool", endpoint="pool", methods=["GET"]),
+                Rule("/live/pool", endpoint="pool_live", methods=["GET"]),
             ],
             strict_slashes=False,
         )
@@ -253,6 +272,7 @@ class DashboardApp:
             read_only=self.read_only,
             csrf=self.guard.csrf_token(csrf_cookie) if csrf_cookie else "",
             states=[s.value for s in JobState],
+            has_pool=self._pool is not None,
             **context,
         )
         return Response(html, status=status, mimetype="text/html")
@@ -287,6 +307,22 @@ class DashboardApp:
 
     def _page_overview_live(self, request: Request, csrf_cookie: str) -> Response:
         return self._render("_overview_live.html", csrf_cookie, **self._overview_context())
+
+    def _pool_context(self) -> dict[str, Any]:
+        if self._pool is None:
+            raise NotFound(
+                "This dashboard shows no pool: mount it in a process with "
+                "taskrunner.dashboard.mount(pool, manager)."
+            )
+        return {"pv": read_pool(self._pool, self._manager), "now": self._clock()}
+
+    def _page_pool(self, request: Request, csrf_cookie: str) -> Response:
+        return self._render(
+            "pool.html", csrf_cookie, refresh_ms=self._refresh_ms, **self._pool_context()
+        )
+
+    def _page_pool_live(self, request: Request, csrf_cookie: str) -> Response:
+        return self._render("_pool_live.html", csrf_cookie, **self._pool_context())
 
     def _page_static(self, request: Request, csrf_cookie: str, name: str) -> Response:
         data = self._static.get(name)
