@@ -133,6 +133,16 @@ def test_loopback_needs_no_token_any_other_address_does() -> None:
         Guard(host="0.0.0.0", port=80, token="short")
 
 
+def test_host_names_are_checked_unless_a_token_guards_the_server() -> None:
+    local = Guard(host="127.0.0.1", port=8765, token=None)
+    for name in ("127.0.0.1:8765", "localhost:8765", "LOCALHOST:8765", "[::1]:8765"):
+        assert local.check_host(name)
+    for name in ("evil.example:8765", "127.0.0.1:8766", "127.0.0.1", "", None):
+        assert not local.check_host(name)
+    anywhere = Guard(host="0.0.0.0", port=8765, token=TOKEN)  # only built, never bound
+    assert anywhere.check_host("build-box.internal:8765") and anywhere.check_host(None)
+
+
 def test_csrf_tokens_fit_only_their_cookie() -> None:
     guard = Guard(host="127.0.0.1", port=1, token=None)
     a, b = guard.new_csrf_cookie(), guard.new_csrf_cookie()

@@ -6,9 +6,10 @@
 * **Who may look.**  With a token, every request must carry it: as the
   ``tr_token_<port>`` cookie (set when the browser first opens ``/?token=...``), or
   as ``Authorization: Bearer <token>``.  Compared in constant time.
-* **Which site may ask.**  :class:`Guard.check_host` accepts only the Host
-  names the server was bound to (and, on loopback, ``localhost``,
-  ``127.0.0.1`` and ``[::1]``), which stops DNS rebinding from another site.
+* **Which site may ask.**  Without a token, :class:`Guard.check_host` accepts
+  only the Host names the server was bound to (on loopback also
+  ``localhost``, ``127.0.0.1`` and ``[::1]``), which stops DNS rebinding from
+  another site.
 * **Forged actions.**  Every action is a POST carrying a CSRF token: the HMAC,
   under a secret made at start-up, of the per-browser ``tr_csrf`` cookie
   (``SameSite=Strict``).  A POST whose form token does not match its cookie,
@@ -96,7 +97,15 @@ class Guard:
         return hmac.compare_digest(presented.encode(), self._token.encode())
 
     def check_host(self, host_header: str | None) -> bool:
-        """True if the request's Host header names this server."""
+        """True if the request's Host header names this server, or a token is required.
+
+        The check stops DNS rebinding against a dashboard with no token (on
+        loopback).  With a token it is the token that keeps others out, and the
+        server, perhaps bound to ``0.0.0.0``, cannot know every name it is
+        reached by, so any Host is accepted.
+        """
+        if self._token is not None:
+            return True
         return host_header is not None and host_header.lower() in self._hosts
 
     @staticmethod
