@@ -245,6 +245,14 @@ def test_a_token_is_required_when_set(tmp_path: Path) -> None:
         assert reply.status_code == 303 and reply.headers["Location"] == "/jobs?state=failed"
         assert c.get_cookie("tr_token_8765", domain="127.0.0.1") is not None
         assert get(c, "/jobs").status_code == 200  # the cookie carries it now
+        fresh = client(store, token=TOKEN)
+        reply = fresh.get(
+            "/",
+            headers={"Host": HOST},
+            environ_overrides={"PATH_INFO": "//evil.example/x", "QUERY_STRING": "token=" + TOKEN},
+        )
+        assert reply.status_code == 303 and reply.headers["Location"] == "/evil.example/x"
+        assert get(fresh, "/static/dashboard.css").status_code == 200  # the 401 page's style
         bearer = client(store, token=TOKEN)
         assert get(bearer, "/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         assert get(bearer, "/", headers={"Authorization": "Bearer nope"}).status_code == 401

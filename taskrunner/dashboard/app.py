@@ -225,14 +225,17 @@ class DashboardApp:
     def _checked(self, request: Request, csrf_cookie: str) -> Response:
         if not self.guard.check_host(request.host):
             raise BadRequest(f"This server does not answer to the host name {request.host!r}.")
-        if self.guard.needs_token:
+        public = request.path.startswith("/static/")  # the style, script and icon of every page
+        if self.guard.needs_token and not public:
             given = request.args.get("token")
             if given is not None:
                 if not self.guard.token_ok(given):
                     raise Unauthorized("Wrong token.")
                 # Keep the token out of the address bar, history and logs from now on.
-                args = {k: v for k, v in request.args.items(multi=True) if k != "token"}
-                target = request.path + (f"?{urlencode(args)}" if args else "")
+                args = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
+                # One leading slash: "//host/..." would send the browser to another site.
+                path = "/" + quote(request.path, safe="/").lstrip("/")
+                target = path + (f"?{urlencode(args)}" if args else "")
                 response = Response(status=303, headers={"Location": target})
                 response.set_cookie(
                     self.guard.token_cookie, given, httponly=True, samesite="Strict", path="/"
