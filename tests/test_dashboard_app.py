@@ -260,6 +260,12 @@ def test_a_token_is_required_when_set(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_wrong_method_gets_405_with_the_allowed_ones() -> None:
+    reply = client(MemoryJobStore()).post("/jobs", headers={"Host": HOST})
+    assert reply.status_code == 405 and "Method Not Allowed" in reply.text
+    assert set(reply.headers["Allow"].split(", ")) == {"GET", "HEAD"}
+
+
 def test_other_host_names_are_refused(tmp_path: Path) -> None:
     store = MemoryJobStore()
     c = client(store)

@@ -290,10 +290,11 @@ class DashboardApp:
             name=exc.name,
             message=exc.description or "",
         )
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":  # e.g. the Allow of a 405
+                response.headers[name] = value
         if code == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="taskrunner dashboard"'
-        elif code == 405:
-            response.headers["Allow"] = "GET, POST"
         return response
 
     # ---------------------------------------------------------------- pages
