@@ -17,8 +17,7 @@ CWARN := -std=gnu11 -Wall -Wextra -Werror -g -O1 -pthread -Icsrc
 ASAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 TSAN := -fsanitize=thread
 
-.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench clean pg-server \
-	chromium dashboard-screenshots
+.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench clean pg-server
 
 all: test
 
@@ -60,6 +59,8 @@ pg-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing Debian's postgresql (the tests start a throwaway cluster)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+
+.PHONY: chromium dashboard-screenshots
 
 # The dashboard's browser tests drive Debian's headless Chromium (never a downloaded one).
 chromium:
