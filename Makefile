@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --upgrade 'setuptools>=77' wheel 'cffi>=2'
-	$(PY) -m pip install -q -e '.[test,postgres,demo,plot,bench]'
+	$(PY) -m pip install -q -e '.[test,postgres,demo,plot,bench,dashboard]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -60,11 +60,25 @@ pg-server:
 	  echo "installing Debian's postgresql (the tests start a throwaway cluster)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
 
-test-py: $(CORE_STAMP) pg-server
+.PHONY: chromium dashboard-screenshots
+
+# The dashboard's browser tests drive Debian's headless Chromium (never a downloaded one).
+chromium:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium and chromium-driver (the dashboard's browser tests)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    chromium chromium-driver; }
+
+# The README's pictures of the dashboard, taken by its browser tests on SQLite.
+dashboard-screenshots: $(CORE_STAMP) chromium
+	TASKRUNNER_DASHBOARD_SCREENSHOTS=taskrunner/dashboard/docs $(PY) -m pytest -q -p no:randomly \
+	  tests/test_dashboard_browser.py -k "sqlite and (overview_shows or hostile_text) or mounted_pool"
+
+test-py: $(CORE_STAMP) pg-server chromium
 	$(PY) -m pytest -q
 
 # The suite again with every test run by 4 threads at once (pytest-run-parallel).
-test-parallel: $(CORE_STAMP) pg-server
+test-parallel: $(CORE_STAMP) pg-server chromium
 	$(PY) -m pytest -q -p no:randomly --parallel-threads=4 -m "not slow"
 
 # The whole suite under a free-threaded interpreter, when one is found
@@ -93,8 +107,9 @@ test-ft:
 
 test: lint check-c test-py test-parallel test-ft
 
+# The demo keeps its store in build/demo.db, for the dashboard it names at its end.
 demo: $(CORE_STAMP)
-	$(PY) -m taskrunner demo
+	$(PY) -m taskrunner demo --db build/demo.db --overwrite
 
 bench: $(CORE_STAMP)
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=min,median,mean,ops -p no:cacheprovider

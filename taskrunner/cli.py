@@ -1,4 +1,4 @@
-"""The ``taskrunner`` command line: demo, worker, jobs, bench, db.
+"""The ``taskrunner`` command line: demo, worker, jobs, bench, db, dashboard.
 
 Exit codes
 ----------
@@ -375,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _store_options(p, sqlite_help="SQLite store file (created if missing)")
     p.set_defaults(run=_cmd_migrate)
+    from taskrunner.dashboard import command as dashboard_command
+
+    dashboard_command.add_parser(commands, _store_options)
     return parser
 
 

@@ -850,7 +850,8 @@ def _run(
     if not temporary:
         print(
             f"\nThe store is kept: try `taskrunner jobs list --db {db} --state cancelled` "
-            f"or `taskrunner jobs show --db {db} {slow_id}`.  Worker logs: {logs}",
+            f"or `taskrunner jobs show --db {db} {slow_id}`.  Worker logs: {logs}\n"
+            f"Look at what ran in a browser: taskrunner dashboard --db {db}",
             file=out,
         )
     return 1 if failed else 0
