@@ -85,7 +85,7 @@ test-parallel: $(CORE_STAMP) pg-server chromium
 # (python3.14t on PATH, or PYTHON_FT=path): serially, then 4 threads per test.
 # The GIL is left to the interpreter (no PYTHON_GIL=0): an extension that turns it
 # back on must show up, and tests/test_free_threading.py checks that none does.
-test-ft:
+test-ft: pg-server chromium
 	@ft="$${PYTHON_FT:-$$(command -v python3.14t || true)}"; \
 	if [ -z "$$ft" ]; then \
 	  echo "test-ft: no free-threaded interpreter found (python3.14t on PATH, or PYTHON_FT=path); skipped"; \
