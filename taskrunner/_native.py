@@ -88,4 +88,5 @@ def timeout_ns(timeout: float | None, what: str = "timeout") -> int:
         raise ValueError(f"{what} must be >= 0, got {timeout}")
     if math.isinf(timeout):
         return -1
-    return min(int(timeout * 1e9), INT64_MAX)
+    ns = timeout * 1e9
+    return INT64_MAX if ns >= INT64_MAX else round(ns)

@@ -83,15 +83,30 @@ class PoolBackedRunner(TaskRunner):
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
-        """Queue ``fn(*args)`` here once ``delay`` seconds have passed.
+        """Queue ``fn(*args)`` here once ``delay`` seconds have passed, never
+        earlier (the delay is rounded to the nearest nanosecond; 0 means at
+        once, as :meth:`post_task`).
 
         The task waits in the pool's timing wheel (on the pool's clock) and
         reaches this runner when due, through ``_accept_fired``."""
-        delay_ns = _delay_ns(delay)
-        if delay_ns == 0:
+        return self._post_delayed_ns(fn, _delay_ns(delay), *args, traits=traits, name=name)
+
+    def _post_delayed_ns(
+        self,
+        fn: Callable[..., Any],
+        delay_ns: int,
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """:meth:`post_delayed_task` with the delay already in integer ns."""
+        if delay_ns <= 0:
             return self.post_task(fn, *args, traits=traits, name=name)
         if self.is_closed:
             raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
-        task = self._pool._register(fn, args, self._traits_for(traits), name, self)
-        self._pool._schedule_delayed(task, delay_ns)
+        pool = self._pool
+        deadline = pool._deadline_ns(delay_ns)
+        task = pool._register(fn, args, self._traits_for(traits), name, self)
+        pool._schedule_delayed(task, deadline)
         return task

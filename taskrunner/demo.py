@@ -314,7 +314,7 @@ def _priorities(rng: random.Random) -> _Check:
             order[i] = started[0]
         sum(range(300))  # a little work
 
-    pool = ThreadPool(2, name="priorities")
+    pool = ThreadPool(2, name="priorities", start=False)  # deferred start: queue first
     try:
         for i, level in enumerate(levels):
             pool.post_task(task, i, traits=TaskTraits(priority=level))

@@ -56,18 +56,42 @@ Shutdown
 1. posts are refused from now on (``RunnerClosedError``); delayed tasks that
    have not fired are dropped (all of them: a delayed BLOCK_SHUTDOWN task
    behaves as SKIP_ON_SHUTDOWN);
-2. graceful (``cancel_pending=False``): wait up to ``timeout`` for every
-   queued task to run and every running task to end;
+2. graceful (``cancel_pending=False``): wait for every queued task to run
+   and every running task to end;
 3. then (at once when ``cancel_pending=True``): queued tasks that have not
    started are dropped unless their behaviour is BLOCK_SHUTDOWN, which
-   always run before shutdown returns;
+   always run (before shutdown returns, unless its timeout runs out first);
 4. the workers are joined, except one running a CONTINUE_ON_SHUTDOWN task:
    shutdown does not wait for it (it is a daemon thread and exits after
    its task).
 
+``timeout`` bounds the whole call, steps 2 to 4 together: shutdown returns
+at most about ``timeout`` plus :data:`SHUTDOWN_GRACE` after it was called.
+What is still running then is reported (``still_running``,
+``timed_out=True``) and left to end on its own threads, which are daemon
+threads; queued BLOCK_SHUTDOWN tasks still run there.  ``timeout=None``
+waits for everything but CONTINUE_ON_SHUTDOWN tasks.
+
 With ``wait=False`` steps 2 to 4 happen on a background thread and
-``shutdown`` returns at once.  The returned :class:`ShutdownReport` says what
-ran, what was dropped and what was still running.
+``shutdown`` returns at once.  Called from one of the pool's own threads (a
+task running on a worker, including a task of a runner built on the pool),
+shutdown cannot wait for the calling task, nor for what is queued behind it
+on that worker: it does steps 1 (and 3, with ``cancel_pending``) and leaves
+the rest to a background thread, as with ``wait=False``, then returns a
+report of that moment (``still_running`` counts the caller).  The shutdown
+finishes after the calling task returns; any later ``shutdown()`` call
+(such as the one at the end of a ``with`` block) waits for it, up to its own
+timeout, and returns the final report.  The returned
+:class:`ShutdownReport` says what ran, what was dropped and what was still
+running.
+
+Lifecycle
+---------
+A pool starts its workers when it is built, as ``ThreadPoolExecutor`` takes
+work as soon as it exists.  ``ThreadPool(..., start=False)`` defers that to
+:meth:`ThreadPool.start` (Chromium's deferred start): tasks posted before
+then wait in the queues, and nothing runs until ``start()`` is called.
+``workers`` and ``max_blocking_workers`` are at most :data:`MAX_WORKERS`.
 """
 
 from __future__ import annotations
@@ -139,6 +163,19 @@ _INTERNAL = -1
 # from batching, and a batch must not hide ready work from a free worker).
 _HOLD_NS = 1_000_000
 _FOREVER = 1 << 63
+#: The most threads a worker group may have (``workers``, ``max_blocking_workers``):
+#: far more than a CPU count, few enough that a typo cannot start a million threads.
+MAX_WORKERS = 1024
+#: After its ``timeout``, a shutdown waits at most this long more (seconds) for
+#: the workers to finish dropping what is queued.
+SHUTDOWN_GRACE = 0.05
+# Time is integer nanoseconds inside (an int64 in the C core).
+_INT64_MAX = (1 << 63) - 1
+_BATCH_MAX = 4096
+
+# Per thread: the pool whose runtime thread (a worker, or the drain of a pool
+# that never started) this is, so that shutdown() knows it is called from inside.
+_runtime = threading.local()
 
 # Tokens are unique across every pool of the process, which keeps a token
 # from being mistaken for another pool's.  next() on itertools.count is atomic
@@ -152,13 +189,19 @@ ErrorHandler = Callable[[BaseException, Task], None]
 class ShutdownReport:
     """What ``shutdown`` found and did."""
 
-    #: True if every queued task ran (the graceful drain finished in time).
+    #: True if shutdown saw every queued task run (the graceful drain finished
+    #: in time).  False with ``cancel_pending``, after a timeout, and when
+    #: shutdown did not wait (``wait=False``, or called from inside).
     drained: bool
-    #: Not-started tasks that were dropped (queued and delayed).
+    #: Not-started tasks that were dropped (queued and delayed) by the time
+    #: shutdown returned.
     dropped: int
-    #: CONTINUE_ON_SHUTDOWN tasks still running when shutdown returned.
+    #: Tasks still running when shutdown returned: CONTINUE_ON_SHUTDOWN ones
+    #: (never waited for), the calling task when shutdown was called from one
+    #: of the runner's own tasks, and any that outlived the timeout.
     still_running: int
-    #: True if ``timeout`` ran out before the drain finished.
+    #: True if ``timeout`` ran out before shutdown finished (the drain, or the
+    #: wait for running tasks and threads).
     timed_out: bool
 
 
@@ -321,8 +364,10 @@ class ThreadPool(TaskRunner):
     """A pool of worker threads running posted tasks by priority.
 
     ``workers`` CPU workers (default: the CPU count, at least 2) plus a
-    growable group of up to ``max_blocking_workers`` for ``may_block`` tasks.
-    Tasks posted before :meth:`start` wait for it.  Exceptions raised by tasks
+    growable group of up to ``max_blocking_workers`` for ``may_block`` tasks
+    (each at most :data:`MAX_WORKERS`).  The workers start when the pool is
+    built; with ``start=False`` they start at :meth:`start`, and tasks posted
+    before then wait for it (nothing runs until it is called).  Exceptions raised by tasks
     never kill a worker: they go to ``error_handler(exc, task)`` (default: log
     at ERROR on ``taskrunner.pool`` with the task's name and traceback).
     The poster's ``contextvars`` context is captured at post time and the task
@@ -358,18 +403,19 @@ class ThreadPool(TaskRunner):
         lazy_wake: bool | None = None,
         metrics: Metrics | None = None,
         tracer: TaskTracer | None = None,
+        start: bool = True,
     ) -> None:
         if workers is None:
-            workers = max(2, os.cpu_count() or 2)
-        _check_int("workers", workers, 1)
-        _check_int("max_blocking_workers", max_blocking_workers, 1)
+            workers = min(MAX_WORKERS, max(2, os.cpu_count() or 2))
+        _check_int("workers", workers, 1, MAX_WORKERS)
+        _check_int("max_blocking_workers", max_blocking_workers, 1, MAX_WORKERS)
         _check_int("best_effort_limit", best_effort_limit, 0)
-        _check_int("batch_size", batch_size, 1)
+        _check_int("batch_size", batch_size, 1, _BATCH_MAX)
         _check_seconds("blocking_idle_timeout", blocking_idle_timeout)
-        _check_seconds("tick", tick)
-        _check_seconds("leeway", leeway)
-        if tick <= 0:
-            raise ValueError("tick must be > 0")
+        tick_ns = _seconds_ns("tick", tick)
+        leeway_ns = _seconds_ns("leeway", leeway)
+        if tick_ns < 1:
+            raise ValueError(f"tick must be at least 1 ns, got {tick}")
         if error_handler is not None and not callable(error_handler):
             raise TypeError("error_handler must be callable")
         if metrics is not None and not isinstance(metrics, Metrics):
@@ -419,8 +465,8 @@ class ThreadPool(TaskRunner):
         self._delays = DelayedTasks(
             self._clock,
             self._fire_delayed,
-            tick_ns=int(tick * 1e9),
-            leeway_ns=int(leeway * 1e9),
+            tick_ns=tick_ns,
+            leeway_ns=leeway_ns,
             name=name,
         )
         # Runners built on this pool (guarded by _lifecycle); shut down with it.
@@ -442,6 +488,11 @@ class ThreadPool(TaskRunner):
         self._dropping = False  # set once; workers then skip non-BLOCK tasks
         self._report: ShutdownReport | None = None
         self._shutdown_done = threading.Event()
+        # Set once by the first shutdown() call, before it starts winding down:
+        # when its timeout ends (time.monotonic(), None: no timeout; runners
+        # built on the pool read it in _pool_closed), and the drop count then.
+        self._shutdown_deadline: float | None = None
+        self._dropped_at_close = 0
         # Guards the counters below (each written by exactly one kind of thread)
         # and _metrics_error_logged.
         self._stats_lock = threading.Lock()
@@ -451,6 +502,8 @@ class ThreadPool(TaskRunner):
         self._dropped = 0
         if self._metrics is not None:
             self._metrics.add_source(name, self)
+        if start:
+            self.start()
 
     # ---- TaskRunner properties -----------------------------------------------
 
@@ -485,7 +538,10 @@ class ThreadPool(TaskRunner):
     # ---- lifecycle -------------------------------------------------------------
 
     def start(self) -> ThreadPool:
-        """Start the workers and the timer thread.  Idempotent; returns self."""
+        """Start the workers and the timer thread.  Idempotent; returns self.
+
+        A pool starts itself when built; this is for one built with
+        ``start=False`` (deferred start), whose tasks wait until it is called."""
         with self._lifecycle:
             if self._closed:
                 raise RunnerClosedError(f"{self._name}: cannot start a pool that was shut down")
@@ -856,22 +912,18 @@ class ThreadPool(TaskRunner):
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
-        """Queue ``fn(*args)`` to run ``delay`` seconds from now (per the pool's clock)."""
+        """Queue ``fn(*args)`` to run ``delay`` seconds from now (per the pool's
+        clock), never earlier: the delay is rounded to the nearest nanosecond,
+        and 0 means at once (as :meth:`post_task`)."""
         # The common case first (a plain positive finite float or int): one
         # chained comparison also rejects NaN, negatives and infinity, which
         # _delay_ns then reports with the right error.
         if (type(delay) is float or type(delay) is int) and 0 < delay < _MAX_DELAY:
-            delay_ns = int(delay * 1_000_000_000)
+            delay_ns = round(delay * 1_000_000_000)
         else:
             delay_ns = _delay_ns(delay)
         if delay_ns == 0 or self._metrics is not None:
-            if delay_ns == 0:
-                return self.post_task(fn, *args, traits=traits, name=name)
-            if self._closed:
-                raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
-            task = self._register(fn, args, traits, name, self)
-            self._schedule_delayed(task, delay_ns)
-            return task
+            return self._post_delayed_ns(fn, delay_ns, *args, traits=traits, name=name)
         # The hot path, inlined: _register + _schedule_delayed without metrics.
         if self._closed:
             raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
@@ -879,19 +931,54 @@ class ThreadPool(TaskRunner):
             raise TypeError(f"task must be callable, not {type(fn).__name__}")
         if traits is not DEFAULT_TRAITS and type(traits) is not TaskTraits:
             raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
+        deadline = self._now() + delay_ns
+        if deadline > _INT64_MAX:
+            raise _beyond_the_clock(delay_ns)
         token = _next_token()
         task = Task(token, fn, args, copy_context(), traits, name, self)
         task.delayed = True
         self._live[token] = task
-        status = _wheel_insert(self._wheel, token, self._now() + delay_ns)
+        status = _wheel_insert(self._wheel, token, deadline)
         if status != OK:
             self._post_failed(task, status)
         return task
 
-    def _schedule_delayed(self, task: Task, delay_ns: int) -> None:
-        """Put a registered task in the wheel; it reaches its runner when due."""
+    def _post_delayed_ns(
+        self,
+        fn: Callable[..., Any],
+        delay_ns: int,
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """:meth:`post_delayed_task` with the delay already in integer ns (see
+        :meth:`TaskRunner._post_delayed_ns`)."""
+        if delay_ns <= 0:
+            return self.post_task(fn, *args, traits=traits, name=name)
+        if self._closed:
+            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
+        deadline = self._deadline_ns(delay_ns)
+        task = self._register(fn, args, traits, name, self)
+        self._schedule_delayed(task, deadline)
+        return task
+
+    def _deadline_ns(self, delay_ns: int) -> int:
+        """The clock time ``delay_ns`` from now; ValueError past the int64 clock."""
+        if delay_ns >= _MAX_DELAY * 1_000_000_000:
+            raise ValueError(
+                f"delay must be less than {_MAX_DELAY:.0f} seconds, got {delay_ns / 1e9} s"
+            )
+        deadline = self._clock.now_ns() + delay_ns
+        if deadline > _INT64_MAX:
+            raise _beyond_the_clock(delay_ns)
+        return deadline
+
+    def _schedule_delayed(self, task: Task, deadline_ns: int) -> None:
+        """Put a registered task in the wheel (at ``deadline_ns``, from
+        :meth:`_deadline_ns`); it reaches its runner when due."""
         task.delayed = True
-        status = self._delays.add(task.token, self._clock.now_ns() + delay_ns)
+        status = self._delays.add(task.token, deadline_ns)
         if status != OK:
             self._post_failed(task, status)
 
@@ -940,6 +1027,7 @@ class ThreadPool(TaskRunner):
 
     def _worker_main(self, group: _Group, worker: _Worker) -> None:
         _set_current(self)
+        _runtime.pool = self  # shutdown() from this thread is "from inside"
         h = group.h
         size = self._batch_size if group is self._cpu else 1  # blocking tasks: never batch
         buf = ffi.new("uint64_t[]", size)
@@ -963,8 +1051,12 @@ class ThreadPool(TaskRunner):
         times: list[int] = []  # acc's buffer for this batch's (runner, priority)
         put = times.append
         name = self._name
+        task: Task | None = None
         try:
             while True:
+                # Hold no finished task while waiting: its ``runner`` (a run loop's
+                # runner) and context would stay alive as long as this worker idles.
+                task = None
                 status = _pop_wait(h, buf, size, count, prio, done, done_low, idle_timeout)
                 done = done_low = 0
                 if status != OK:
@@ -1180,40 +1272,63 @@ class ThreadPool(TaskRunner):
     ) -> ShutdownReport | None:
         """Stop taking tasks and wind down (see the module docstring).
 
-        Returns the report, or None with ``wait=False``.  Calling it again
-        returns the first call's report once it is ready.
+        Returns the report, or None with ``wait=False``.  ``timeout`` bounds the
+        whole call: it returns within about ``timeout + SHUTDOWN_GRACE`` seconds,
+        reporting what is still running then (which ends on its own threads).
+
+        Called from one of the pool's own tasks it cannot wait for that task: it
+        closes the pool, leaves the rest to a background thread and returns a
+        report of that moment.  Calling it again waits (up to its own
+        ``timeout``) for the first call's shutdown to finish and returns that
+        report, or a report of the moment if it is still going on.
         """
-        if timeout is not None:
-            _check_seconds("timeout", timeout)
+        timeout = _shutdown_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        inside = getattr(_runtime, "pool", None) is self
         with self._lifecycle:
             first = not self._closed
             self._closed = True
+            if first:
+                self._shutdown_deadline = deadline
+                with self._stats_lock:
+                    self._dropped_at_close = self._dropped
         if not first:
-            if wait:
-                self._shutdown_done.wait()
-            return self._report
-        if threading.current_thread() in self._worker_threads() and wait:
-            raise RuntimeError(f"{self._name}: shutdown(wait=True) called from one of its workers")
-        children = children_of(self)
-        for child in children:
+            if not wait:
+                return self._report
+            if not inside:
+                self._shutdown_done.wait(timeout)
+            report = self._report
+            return report if report is not None else self._report_now(timed_out=not inside)
+        for child in children_of(self):
             child._pool_closing()  # type: ignore[attr-defined]
-        dropped = self._drop_delayed()
-        if wait:
-            return self._finish_shutdown(timeout, cancel_pending, dropped)
+        self._drop_delayed()
+        if wait and not inside:
+            return self._finish_shutdown(deadline, cancel_pending)
+        if inside and cancel_pending:
+            self._start_dropping()  # at once: the caller cannot wait for its own worker
         threading.Thread(
             target=self._finish_shutdown,
-            args=(timeout, cancel_pending, dropped),
+            args=(deadline, cancel_pending),
             name=f"{self._name}-shutdown",
             daemon=True,
         ).start()
-        return None
+        if not wait:
+            return None
+        # From inside: the shutdown finishes after the calling task returns.
+        return self._report_now(timed_out=False)
 
-    def _worker_threads(self) -> list[threading.Thread]:
-        threads: list[threading.Thread] = []
+    def _report_now(self, *, timed_out: bool) -> ShutdownReport:
+        """A report of a shutdown that has not finished: what it dropped so far
+        and what is running now."""
+        running = 0
         for group in (self._cpu, self._blocking):
             with group.lock:
-                threads.extend(w.thread for w in group.workers if w.thread is not None)
-        return threads
+                running += sum(1 for w in group.workers if w.current is not None)
+        with self._stats_lock:
+            dropped = self._dropped - self._dropped_at_close
+        return ShutdownReport(
+            drained=False, dropped=dropped, still_running=running, timed_out=timed_out
+        )
 
     def _drop_delayed(self) -> int:
         """Close the wheel and drop every delayed task that has not fired."""
@@ -1232,36 +1347,70 @@ class ThreadPool(TaskRunner):
                 dropped += 1
         return dropped
 
-    def _finish_shutdown(
-        self, timeout: float | None, cancel_pending: bool, dropped_delayed: int
-    ) -> ShutdownReport:
-        drained = True
-        timed_out = False
-        if not cancel_pending:
-            drained = self.wait_idle(timeout) if self._started else not self._live
-            timed_out = not drained
-        with self._stats_lock:
-            dropped_before = self._dropped
-        # From here on workers drop what has not started, except BLOCK_SHUTDOWN.
+    def _start_dropping(self) -> None:
+        """Shutdown's step 3: from now on only BLOCK_SHUTDOWN tasks start, and
+        every other queued task (the pool's and its runners') is dropped now,
+        whether or not a worker is free to get to it.  Idempotent."""
         self._dropping = True
         for gate in self._gates.values():
             gate.release_all()
         for group in (self._cpu, self._blocking):
             lib.tr_heap_close(group.h)
+        for task in list(self._live.copy().values()):
+            if task.delayed or task.traits.shutdown_behavior is _BLOCK:
+                continue
+            if self._live.pop(task.token, None) is not task:
+                continue  # started, cancelled or dropped meanwhile
+            if task.runner is self:
+                # In a ready queue (a runner's task is in the runner's queue,
+                # which skips it now that its claim is gone).
+                group = self._blocking if task.traits.may_block else self._cpu
+                _remove(group.h, task.token)
+                if task.traits.category is not None and self._gates:
+                    self._release_gate(task)
+            self._drop_claimed(task)
+
+    def _finish_shutdown(self, deadline: float | None, cancel_pending: bool) -> ShutdownReport:
+        try:
+            report = self._wind_down(deadline, cancel_pending)
+            self._report = report
+            return report
+        finally:
+            self._shutdown_done.set()
+
+    def _wind_down(self, deadline: float | None, cancel_pending: bool) -> ShutdownReport:
+        """Steps 2 to 4 of shutdown, within ``deadline`` (+ the grace for the joins)."""
+        drained = False
+        timed_out = False
+        if not cancel_pending:
+            if self._started:
+                drained = self.wait_idle(_left(deadline))
+                timed_out = not drained
+            else:
+                drained = not self._live  # no workers: nothing queued can run
+        self._start_dropping()
+        end = None if deadline is None else deadline + SHUTDOWN_GRACE
+        running = overdue = 0
         if not self._started:
-            # No workers: run BLOCK_SHUTDOWN tasks here, drop the rest.
-            self._drain_without_workers()
-        still_running = self._join_workers()
-        self._batch_watch.close(timeout=1.0)
+            overdue += self._drain_without_workers(end)  # runs the BLOCK_SHUTDOWN tasks
+        continuing, late = self._join_workers(end)
+        running += continuing
+        overdue += late
+        self._batch_watch.close(timeout=0.1)  # it exits at once; never waits for a task
         for child in children_of(self):
-            child._pool_closed()  # type: ignore[attr-defined]
+            # Each returns (its tasks still running by design, those it gave up
+            # waiting for at the deadline); a runner that returns None has neither.
+            counts = child._pool_closed()  # type: ignore[attr-defined]
+            if counts:
+                running += counts[0]
+                overdue += counts[1]
         with self._stats_lock:
-            dropped_now = self._dropped - dropped_before
+            dropped = self._dropped - self._dropped_at_close
         report = ShutdownReport(
             drained=drained and not cancel_pending,
-            dropped=dropped_delayed + dropped_now,
-            still_running=still_running,
-            timed_out=timed_out,
+            dropped=dropped,
+            still_running=running + overdue,
+            timed_out=timed_out or overdue > 0,
         )
         if self._metrics is not None:
             self.flush_metrics()
@@ -1269,27 +1418,29 @@ class ThreadPool(TaskRunner):
                 self._metrics.remove_source(self)
             except Exception:
                 self._metrics_failed()
-        self._report = report
-        self._shutdown_done.set()
         return report
 
-    def _drain_without_workers(self) -> None:
+    def _drain_without_workers(self, end: float | None) -> int:
         """Run the worker loop once over each closed queue, on a thread of its
-        own (the caller's current runner must not be touched)."""
+        own (the caller's current runner must not be touched); 1 if it was
+        still running at ``end``, else 0."""
         worker = _Worker()
-        for group in (self._cpu, self._blocking):
-            thread = threading.Thread(
-                target=self._worker_main,
-                args=(group, worker),
-                name=f"{self._name}-drain",
-                daemon=True,
-            )
-            thread.start()
-            thread.join()
 
-    def _join_workers(self) -> int:
-        """Join every worker not running a CONTINUE_ON_SHUTDOWN task; count those."""
-        still_running = 0
+        def drain() -> None:
+            for group in (self._cpu, self._blocking):
+                self._worker_main(group, worker)
+
+        thread = threading.Thread(target=drain, name=f"{self._name}-drain", daemon=True)
+        thread.start()
+        thread.join(_left(end))
+        return int(thread.is_alive())
+
+    def _join_workers(self, end: float | None) -> tuple[int, int]:
+        """Join every worker until ``end`` (None: for as long as it takes).
+
+        Returns (workers running a CONTINUE_ON_SHUTDOWN task, which are never
+        waited for; workers still running at ``end``)."""
+        continuing = overdue = 0
         me = threading.current_thread()
         for group in (self._cpu, self._blocking):
             with group.lock:
@@ -1301,10 +1452,14 @@ class ThreadPool(TaskRunner):
                 while thread.is_alive():
                     current = worker.current
                     if current is not None and current.traits.shutdown_behavior is _CONTINUE:
-                        still_running += 1
+                        continuing += 1
                         break
-                    thread.join(0.05)
-        return still_running
+                    left = _left(end)
+                    if left is not None and left <= 0:
+                        overdue += 1
+                        break
+                    thread.join(0.05 if left is None else min(0.05, left))
+        return continuing, overdue
 
     # ---- introspection ------------------------------------------------------------------
 
@@ -1442,11 +1597,13 @@ class _CategoryGate:
             return self.idle.wait_for(lambda: not self.waiting and not self.holders, timeout)
 
 
-def _check_int(what: str, value: object, minimum: int) -> None:
+def _check_int(what: str, value: object, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{what} must be <= {maximum}, got {value}")
 
 
 def _check_seconds(what: str, value: object) -> None:
@@ -1456,8 +1613,43 @@ def _check_seconds(what: str, value: object) -> None:
         raise ValueError(f"{what} must be >= 0, got {value}")
 
 
+def _shutdown_timeout(timeout: object) -> float | None:
+    """A shutdown's ``timeout``: seconds >= 0, or None (also for infinity) to wait
+    for as long as it takes."""
+    if timeout is None:
+        return None
+    _check_seconds("timeout", timeout)
+    return None if math.isinf(timeout) else float(timeout)  # type: ignore[arg-type]
+
+
+def _left(end: float | None) -> float | None:
+    """Seconds from now until ``end`` (a ``time.monotonic()``), at least 0; None for None."""
+    return None if end is None else max(0.0, end - time.monotonic())
+
+
+def _beyond_the_clock(delay_ns: int) -> ValueError:
+    return ValueError(
+        f"a delay of {delay_ns / 1e9} s from now is past the end of the clock's range "
+        "(int64 nanoseconds, about 292 years)"
+    )
+
+
+def _seconds_ns(what: str, value: object) -> int:
+    """A finite duration >= 0 in seconds as integer ns, rounded to the nearest."""
+    _check_seconds(what, value)
+    ns = value * 1_000_000_000  # type: ignore[operator]
+    if not ns < _INT64_MAX:  # also infinity
+        raise ValueError(f"{what} is too long: {value} s")
+    return round(ns)
+
+
 def _delay_ns(delay: object) -> int:
-    """A delay in seconds as ns; 0 for "at once".  TypeError/ValueError if bad."""
+    """A delay in seconds as ns, rounded to the nearest; 0 for "at once".
+    TypeError/ValueError if bad.
+
+    This is the one place (with the inlined copy in ``post_delayed_task``)
+    where a delay becomes nanoseconds: rounding, not truncation, so that a
+    decimal delay such as 1.001 s is 1_001_000_000 ns, not one less."""
     if isinstance(delay, bool) or not isinstance(delay, (int, float)):
         raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
     if delay != delay:
@@ -1468,7 +1660,7 @@ def _delay_ns(delay: object) -> int:
         raise ValueError("delay must be finite")
     if delay >= _MAX_DELAY:
         raise ValueError(f"delay must be less than {_MAX_DELAY:.0f} seconds, got {delay}")
-    return int(delay * 1_000_000_000)
+    return round(delay * 1_000_000_000)
 
 
-__all__ = ["ShutdownReport", "ThreadPool"]
+__all__ = ["MAX_WORKERS", "SHUTDOWN_GRACE", "ShutdownReport", "ThreadPool"]

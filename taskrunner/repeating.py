@@ -11,12 +11,21 @@ mock clock included).
   catch-up run happens at once, then the schedule continues at the next
   point of the grid that lies in the future.
 
+Times are kept in integer nanoseconds on the runner's clock: ``interval``
+and ``initial_delay`` are converted once, rounded to the nearest nanosecond,
+and every due time is computed from them exactly (an interval of 4.1 s is
+4_100_000_000 ns on every run, and fixed-rate runs land exactly on their grid).
+
 A run that raises is reported (the runner's error handler sees it) and the
 schedule goes on, unless ``stop_on_error=True``.  The schedule stops for good
-on ``stop()`` or when the runner shuts down.
+on ``stop()`` or when the runner shuts down; a stopped schedule releases its
+callable and its runner (the handle keeps only its counters).  Posting a
+repeating task to a runner that is shut down raises ``RunnerClosedError``, as
+every post does.
 
 Thread-safety: ``stop()`` may be called from any thread, including from inside
-``fn``.  ``_lock`` guards ``_stopped``, ``_pending``, ``_next_due_ns`` and ``_runs``.
+``fn``.  ``_lock`` guards ``_stopped``, ``_pending``, ``_next_due_ns``, ``_runs``,
+``_fn`` and ``_runner`` (the last two become None when the schedule stops).
 The lock is never held while posting the next run: a post may run the task
 at once on the posting thread (a full ``SingleThreadTaskRunner`` with
 ``CALLER_RUNS``), and that run takes the lock.
@@ -33,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskrunner.clock import MONOTONIC, Clock
 from taskrunner.errors import QueueFullError, RunnerClosedError
-from taskrunner.task import TaskState
+from taskrunner.task import TaskState, describe
 from taskrunner.traits import TaskTraits
 
 if TYPE_CHECKING:
@@ -77,6 +86,14 @@ def seconds(what: str, value: object, *, positive: bool) -> float:
     return float(value)
 
 
+def nanoseconds(what: str, value: object, *, positive: bool) -> int:
+    """``value`` seconds as integer ns, rounded to the nearest (checked as :func:`seconds`)."""
+    ns = round(seconds(what, value, positive=positive) * 1_000_000_000)
+    if positive and ns < 1:
+        raise ValueError(f"{what} must be at least 1 ns, got {value}")
+    return ns
+
+
 class RepeatingTask(RepeatingTaskHandle):
     """The schedule behind a :class:`RepeatingTaskHandle`."""
 
@@ -84,15 +101,18 @@ class RepeatingTask(RepeatingTaskHandle):
         self,
         runner: TaskRunner,
         fn: Callable[[], Any],
-        interval: float,
+        interval_ns: int,
         mode: RepeatingMode,
         stop_on_error: bool,
         traits: TaskTraits,
         name: str | None,
     ) -> None:
-        self._runner = runner
-        self._fn = fn
-        self._interval_ns = int(interval * 1e9)
+        self._runner: TaskRunner | None = runner
+        self._fn: Callable[[], Any] | None = fn
+        # For logs and repr, once the callable and the runner are released.
+        self._label = name or describe(fn)
+        self._runner_name = runner.name
+        self._interval_ns = interval_ns
         self._mode = mode
         self._stop_on_error = stop_on_error
         self._traits = traits
@@ -120,34 +140,42 @@ class RepeatingTask(RepeatingTaskHandle):
     ) -> RepeatingTask:
         if not callable(fn):
             raise TypeError(f"task must be callable, not {type(fn).__name__}")
-        interval = seconds("interval", interval, positive=True)
-        first = (
-            interval
+        interval_ns = nanoseconds("interval", interval, positive=True)
+        first_ns = (
+            interval_ns
             if initial_delay is None
-            else seconds("initial_delay", initial_delay, positive=False)
+            else nanoseconds("initial_delay", initial_delay, positive=False)
         )
         mode = RepeatingMode.FIXED_DELAY if mode is None else mode
         if not isinstance(mode, RepeatingMode):
             raise TypeError(f"mode must be a RepeatingMode, not {type(mode).__name__}")
-        self = cls(runner, fn, interval, mode, stop_on_error, traits, name)
+        if runner.is_closed:
+            raise RunnerClosedError(f"{runner.name}: post_repeating_task after shutdown")
+        self = cls(runner, fn, interval_ns, mode, stop_on_error, traits, name)
         now = self._clock.now_ns()
-        due = now + int(first * 1e9)
+        due = now + first_ns
         with self._lock:
             self._next_due_ns = due
-        self._post(now, due)
+        self._post(now, due, first=True)
         return self
 
-    def _post(self, now_ns: int, due_ns: int) -> None:
-        """Post the next run, due at ``due_ns`` (called without the lock)."""
-        delay = max(0, due_ns - now_ns) / 1e9
+    def _post(self, now_ns: int, due_ns: int, *, first: bool = False) -> None:
+        """Post the next run, due at ``due_ns`` (called without the lock).  The
+        first post raises what the runner raises; a later one that finds the
+        runner shut down ends the schedule quietly."""
+        with self._lock:
+            runner = self._runner
+        if runner is None:
+            return  # stopped meanwhile
         try:
-            task = self._runner.post_delayed_task(
-                self._run, delay, traits=self._traits, name=self._name
+            task = runner._post_delayed_ns(
+                self._run, max(0, due_ns - now_ns), traits=self._traits, name=self._name
             )
         except RunnerClosedError:
             with self._lock:
-                self._stopped = True
-                self._pending = None
+                self._stop_locked()
+            if first:
+                raise
             return
         except QueueFullError:
             self._refused("its runner's queue was full")
@@ -167,31 +195,42 @@ class RepeatingTask(RepeatingTaskHandle):
     def _refused(self, why: str) -> None:
         """A bounded runner refused the next run: the schedule ends, visibly."""
         with self._lock:
-            self._stopped = True
-            self._pending = None
+            self._stop_locked()
         log.warning(
             "repeating task %s stopped: %s",
-            self._name or self._fn,
+            self._label,
             why,
-            extra={"task_name": self._name, "runner": self._runner.name},
+            extra={"task_name": self._name, "runner": self._runner_name},
         )
+
+    def _stop_locked(self) -> Task | None:
+        """End the schedule and let go of the callable and the runner (and so of
+        whatever they hold); returns the pending run to cancel.  Lock held."""
+        self._stopped = True
+        pending, self._pending = self._pending, None
+        self._fn = None
+        self._runner = None
+        return pending
 
     def _run(self) -> None:
         with self._lock:
             if self._stopped:
                 return
             self._pending = None
+            fn = self._fn
+        assert fn is not None  # released only once stopped
         failed = False
         try:
-            self._fn()
+            fn()
         except BaseException:
             failed = True
             raise  # the runner reports it; the finally below reschedules first
         finally:
+            del fn
             with self._lock:
                 self._runs += 1
                 if failed and self._stop_on_error:
-                    self._stopped = True
+                    self._stop_locked()
                 upcoming = None if self._stopped else self._next_run_locked()
             if upcoming is not None:
                 self._post(*upcoming)
@@ -217,8 +256,7 @@ class RepeatingTask(RepeatingTaskHandle):
         """Stop the schedule: no run starts after this returns (one already
         running finishes)."""
         with self._lock:
-            self._stopped = True
-            pending, self._pending = self._pending, None
+            pending = self._stop_locked()
         if pending is not None:
             pending.cancel()
 
@@ -235,4 +273,4 @@ class RepeatingTask(RepeatingTaskHandle):
 
     def __repr__(self) -> str:
         state = "stopped" if self.is_stopped else "active"
-        return f"<RepeatingTask {self._name or self._fn!r} {self._mode.value} {state}>"
+        return f"<RepeatingTask {self._label!r} {self._mode.value} {state}>"

@@ -99,8 +99,25 @@ class TaskRunner(abc.ABC):
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
-        """Post ``fn(*args)`` to run ``delay`` seconds from now (0 or less than
-        a tick: at once).  A negative or NaN delay is a ValueError."""
+        """Post ``fn(*args)`` to run ``delay`` seconds from now, never earlier
+        (the delay is rounded to the nearest nanosecond; the timing wheel's tick
+        groups wake-ups, it never makes a task early).  0 means at once, as
+        :meth:`post_task`.  A negative, NaN or infinite delay is a ValueError."""
+
+    def _post_delayed_ns(
+        self,
+        fn: Callable[..., Any],
+        delay_ns: int,
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """:meth:`post_delayed_task` with the delay already in integer
+        nanoseconds, for the runtime's own schedules (repeating tasks, the
+        JobManager), which keep time in ns.  The pool and the runners built on
+        it take it as is; this default goes through seconds."""
+        return self.post_delayed_task(fn, max(0, delay_ns) / 1e9, *args, traits=traits, name=name)
 
     @abc.abstractmethod
     def wait_idle(self, timeout: float | None = None) -> bool:

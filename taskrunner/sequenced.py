@@ -35,8 +35,15 @@ from taskrunner._pool_runner import PoolBackedRunner
 from taskrunner.errors import RunnerClosedError
 from taskrunner.metrics import DROPPED as M_DROPPED
 from taskrunner.metrics import RunnerGauges
-from taskrunner.pool import ShutdownReport, ThreadPool, _check_int
-from taskrunner.runner import _set_current
+from taskrunner.pool import (
+    SHUTDOWN_GRACE,
+    ShutdownReport,
+    ThreadPool,
+    _check_int,
+    _left,
+    _shutdown_timeout,
+)
+from taskrunner.runner import _set_current, current_task_runner_or_none
 from taskrunner.task import DROPPED, Task
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
 
@@ -201,31 +208,50 @@ class _SlotRunner(PoolBackedRunner):
     def shutdown(
         self, wait: bool = True, *, timeout: float | None = None, cancel_pending: bool = False
     ) -> ShutdownReport:
-        """Refuse new tasks.  Graceful: let queued tasks run (waiting up to
-        ``timeout`` when ``wait``).  Forceful (``cancel_pending``) or after the
-        timeout: drop queued tasks that are not BLOCK_SHUTDOWN.  The pool
-        itself keeps running."""
+        """Refuse new tasks.  Graceful: let queued tasks run (with ``wait``,
+        waiting for them).  Forceful (``cancel_pending``), or once the timeout
+        ran out: drop queued tasks that are not BLOCK_SHUTDOWN.  With ``wait``,
+        then wait for the tasks still running.  ``timeout`` bounds the whole
+        call (plus ``SHUTDOWN_GRACE``): what still runs then is reported and
+        ends on its own.
+
+        Called from one of this runner's own tasks, it cannot wait for that
+        task nor for the ones queued behind it: it returns at once, and the
+        queued tasks run after the caller (or, with ``cancel_pending``, are
+        dropped now).  The pool itself keeps running."""
+        timeout = _shutdown_timeout(timeout)
+        end = None if timeout is None else time.monotonic() + timeout + SHUTDOWN_GRACE
+        waits = wait and current_task_runner_or_none() is not self
         with self._lock:
             self._closed = True
-        drained = True
-        if not cancel_pending and wait:
+        drained = timed_out = False
+        if not cancel_pending and waits:
             drained = self.wait_idle(timeout)
+            timed_out = not drained
         dropped = 0
-        if cancel_pending or not drained:
+        if cancel_pending or timed_out:
             dropped = self._drop_queued()
-        if wait:
-            self.wait_idle(None if cancel_pending or not drained else timeout)
+        if waits and not self.wait_idle(_left(end)):
+            timed_out = True
+        with self._lock:
+            running = len(self._running)
         self._forget_source()
         return ShutdownReport(
             drained=drained and not cancel_pending,
             dropped=dropped,
-            still_running=0,
-            timed_out=not drained,
+            still_running=running,
+            timed_out=timed_out,
         )
 
     def _drop_queued(self) -> int:
+        """Take the queued tasks that are not BLOCK_SHUTDOWN out of the queue
+        (so that nothing counts them as queued any more) and drop them."""
         with self._lock:
             queued = list(self._queue)
+            self._queue.clear()
+            self._queue.extend(t for t in queued if t.traits.shutdown_behavior is _BLOCK)
+            if self._active == 0 and not self._queue:
+                self._idle.notify_all()
         dropped = 0
         for task in queued:
             if task.traits.shutdown_behavior is not _BLOCK and self._pool._claim(task):
@@ -239,14 +265,42 @@ class _SlotRunner(PoolBackedRunner):
         with self._lock:
             self._closed = True
 
-    def _pool_closed(self) -> None:
-        """The pool's workers are gone: run or drop (by shutdown behaviour) any
-        task still queued here, on the thread finishing the pool's shutdown."""
+    def _pool_closed(self) -> tuple[int, int]:
+        """The pool's workers are done: run or drop (by shutdown behaviour) any
+        task still queued here that no run loop will take (its loop could not
+        be posted to the closing pool), within the pool's shutdown deadline.
+        A run loop still active (on a worker the pool stopped waiting for)
+        takes the rest of the queue itself, in order.
+
+        Returns (0, 1 if that drain was still running at the deadline, else 0)."""
+        with self._lock:
+            orphaned = self._active == 0 and bool(self._queue)
+            if orphaned:
+                self._active += 1  # the drain below counts as a run loop
+        overdue = 0
+        if orphaned:
+            deadline = self._pool._shutdown_deadline
+            if deadline is None:
+                self._drain_orphans()
+            else:
+                thread = threading.Thread(
+                    target=self._drain_orphans, name=f"{self._name}-drain", daemon=True
+                )
+                thread.start()
+                thread.join(_left(deadline + SHUTDOWN_GRACE))
+                overdue = int(thread.is_alive())
+        self._forget_source()
+        return 0, overdue
+
+    def _drain_orphans(self) -> None:
+        """Run the queued tasks with no run loop left (the pool drops all but
+        BLOCK_SHUTDOWN ones), as a run loop would; ends the slot it was given."""
         previous = _set_current(self)
         try:
             while True:
                 with self._lock:
                     if not self._queue:
+                        self._active -= 1
                         if self._active == 0:
                             self._idle.notify_all()
                         break
@@ -255,7 +309,6 @@ class _SlotRunner(PoolBackedRunner):
                     self._pool._run_claimed(task)  # drops it unless BLOCK_SHUTDOWN
         finally:
             _set_current(previous)
-        self._forget_source()
 
     # ---- metrics (the MetricsSource hooks) -----------------------------------------------
 

@@ -35,6 +35,7 @@ import contextlib
 import enum
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextvars import copy_context
 from typing import Any
@@ -45,7 +46,15 @@ from taskrunner.errors import QueueFullError, RunnerClosedError
 from taskrunner.metrics import DROPPED as M_DROPPED
 from taskrunner.metrics import REJECTED as M_REJECTED
 from taskrunner.metrics import RunnerGauges
-from taskrunner.pool import ShutdownReport, ThreadPool, _check_int, _next_token
+from taskrunner.pool import (
+    SHUTDOWN_GRACE,
+    ShutdownReport,
+    ThreadPool,
+    _check_int,
+    _left,
+    _next_token,
+    _shutdown_timeout,
+)
 from taskrunner.runner import _set_current
 from taskrunner.task import DROPPED, FAILED, RUNNING, SUCCEEDED, Task
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
@@ -299,8 +308,10 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         # costs a GIL hand-off per task: linger for a batch (see tr_ring.h).
         linger_min = min(_LINGER_MIN, self._capacity // 2) if _gil_enabled() else 0
         times = pool._adopt_thread()  # this thread's metrics buffer, if any
+        task: Task | None = None
         try:
             while True:
+                task = None  # hold no finished task (nor its captures) while waiting
                 if linger_min:
                     status = _pop_many_linger(ring, buf, _BATCH, count, linger_min, _LINGER_NS, -1)
                 else:
@@ -359,26 +370,47 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         self, wait: bool = True, *, timeout: float | None = None, cancel_pending: bool = False
     ) -> ShutdownReport:
         """Refuse new tasks and stop the thread.  Graceful: queued tasks run
-        (up to ``timeout``); forceful, or once the timeout ran out: queued
-        tasks that are not BLOCK_SHUTDOWN are dropped.  With ``wait`` the
-        thread is joined (unless called from the runner's own thread)."""
+        (with ``wait``, waiting for them); forceful, or once the timeout ran
+        out: queued tasks that are not BLOCK_SHUTDOWN are dropped.  With
+        ``wait`` the thread is then joined.  ``timeout`` bounds the whole call
+        (plus ``SHUTDOWN_GRACE``): a task still running then is reported and the
+        thread ends on its own after it.
+
+        Called from one of this runner's own tasks (its thread), it cannot wait
+        for itself: it returns at once, and the queued tasks run after the
+        caller (or, with ``cancel_pending``, are dropped now); the thread ends
+        after them."""
+        timeout = _shutdown_timeout(timeout)
+        end = None if timeout is None else time.monotonic() + timeout + SHUTDOWN_GRACE
+        # The thread object, not its ident: an ident is reused once the thread has ended.
+        own_thread = threading.current_thread() is self._thread
+        waits = wait and not own_thread
         with self._lock:
             self._closed = True
-        drained = True
-        if not cancel_pending and wait:
+        drained = timed_out = False
+        if not cancel_pending and waits:
             drained = self.wait_idle(timeout)
+            timed_out = not drained
         dropped = 0
-        if cancel_pending or not drained:
+        if cancel_pending or timed_out:
             dropped = self._drop_queued()
         lib.tr_ring_close(self._ring)
-        if wait and threading.get_ident() != self._thread_ident:
-            self._thread.join()
+        if waits:
+            self._thread.join(_left(end))
+            if self._thread.is_alive():
+                timed_out = True
+        if own_thread:
+            running = 1
+        else:
+            with self._lock:
+                busy = self._processed != self._pushed
+            running = int(busy and self._thread.is_alive())
         self._forget_source()
         return ShutdownReport(
             drained=drained and not cancel_pending,
             dropped=dropped,
-            still_running=0,
-            timed_out=not drained,
+            still_running=running,
+            timed_out=timed_out,
         )
 
     def _drop_queued(self) -> int:
@@ -401,13 +433,21 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         with self._lock:
             self._closed = True
 
-    def _pool_closed(self) -> None:
+    def _pool_closed(self) -> tuple[int, int]:
         """The pool finished shutting down: queued tasks follow the pool's
-        choice (its dropping phase drops non-BLOCK tasks), then the thread ends."""
+        choice (its dropping phase drops non-BLOCK tasks), then the thread ends.
+        It is joined until the pool's shutdown deadline (plus the grace).
+
+        Returns (1 if the pool was shut down from this runner's own thread,
+        which is still running that task; 1 if the thread outlived the
+        deadline), each else 0."""
         lib.tr_ring_close(self._ring)
-        if threading.get_ident() != self._thread_ident:
-            self._thread.join()
         self._forget_source()
+        if threading.current_thread() is self._thread:
+            return 1, 0
+        deadline = self._pool._shutdown_deadline
+        self._thread.join(_left(None if deadline is None else deadline + SHUTDOWN_GRACE))
+        return 0, int(self._thread.is_alive())
 
     # ---- metrics (the MetricsSource hooks) ------------------------------------------------
 

@@ -23,6 +23,12 @@ queues to drain, never by sleeping.  With ``raise_task_errors=True`` (the
 default) an exception raised inside a task is re-raised from the call that ran
 it, with its original traceback.
 
+Time is integer nanoseconds: a number of seconds given here becomes
+nanoseconds once, rounded to the nearest (``fast_forward(1.001)`` moves time
+by exactly 1_001_000_000 ns), and the clock's range is that of the runtime,
+int64 nanoseconds (about 292 years): a move past it is refused with
+ValueError and changes nothing.
+
 Thread-safety: ``MockClock.now_ns`` may be read from any thread; the
 environment's driving calls (``run_until_idle``, ``fast_forward...``) are meant
 for the one test thread.
@@ -30,6 +36,7 @@ for the one test thread.
 
 from __future__ import annotations
 
+import math
 import threading
 from types import TracebackType
 from typing import Any
@@ -39,16 +46,40 @@ from taskrunner.task import Task
 
 __all__ = ["MockClock", "TaskEnvironment"]
 
+# The last nanosecond of the clock (the C core keeps time in int64 ns).
+_MAX_NS = (1 << 63) - 1
+
+
+def _duration_ns(what: str, seconds: object) -> int:
+    """``seconds`` (a finite number >= 0) as integer ns, rounded to the nearest."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(seconds).__name__}")
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{what}: time must be a number of seconds >= 0, got {seconds}")
+    ns = seconds * 1_000_000_000
+    if not ns <= _MAX_NS:  # also infinity
+        raise ValueError(f"{what}: {seconds} s is past the clock's range (about 292 years)")
+    return round(ns)
+
+
+def _target_ns(what: str, now_ns: int, seconds: object) -> int:
+    """``now_ns`` moved forward by ``seconds``; ValueError past the clock's range."""
+    target = now_ns + _duration_ns(what, seconds)
+    if target > _MAX_NS:
+        raise ValueError(
+            f"{what}({seconds}): mock time would pass the end of the clock's range "
+            f"(int64 nanoseconds, about 292 years; now {now_ns} ns)"
+        )
+    return target
+
 
 class MockClock:
     """A clock that only moves when told.  Time is integer nanoseconds."""
 
     def __init__(self, start: float = 0.0) -> None:
-        if start < 0:
-            raise ValueError(f"start must be >= 0, got {start}")
         # Guards _now_ns against two movers; readers take a plain read.
         self._lock = threading.Lock()
-        self._now_ns = int(start * 1e9)
+        self._now_ns = _target_ns("MockClock start", 0, start)
 
     def now_ns(self) -> int:
         return self._now_ns
@@ -62,7 +93,11 @@ class MockClock:
         return False
 
     def set_ns(self, ns: int) -> None:
-        """Move to ``ns`` (ValueError if that would go backwards)."""
+        """Move to ``ns`` (ValueError if that would go backwards or past the range)."""
+        if isinstance(ns, bool) or not isinstance(ns, int):
+            raise TypeError(f"ns must be an int, not {type(ns).__name__}")
+        if ns > _MAX_NS:
+            raise ValueError(f"{ns} ns is past the end of the clock's range")
         with self._lock:
             if ns < self._now_ns:
                 raise ValueError("a MockClock never goes backwards")
@@ -70,10 +105,8 @@ class MockClock:
 
     def advance(self, seconds: float) -> None:
         """Move forward by ``seconds`` without running anything (see TaskEnvironment)."""
-        if seconds < 0:
-            raise ValueError(f"cannot advance by a negative time ({seconds})")
         with self._lock:
-            self._now_ns += int(seconds * 1e9)
+            self._now_ns = _target_ns("advance", self._now_ns, seconds)
 
 
 class TaskEnvironment:
@@ -146,9 +179,7 @@ class TaskEnvironment:
     def fast_forward(self, seconds: float) -> None:
         """Move mock time forward by ``seconds``, running each delayed task
         due on the way at its own deadline, in deadline order."""
-        if seconds < 0:
-            raise ValueError(f"cannot fast-forward by a negative time ({seconds})")
-        target = self.clock.now_ns() + int(seconds * 1e9)
+        target = _target_ns("fast_forward", self.clock.now_ns(), seconds)
         self.run_until_idle()
         while True:
             deadline = self.pool._delays.next_deadline_ns()

@@ -326,6 +326,11 @@ def test_shutdown_racing_posters_and_cancellers_loses_nothing(cancel_pending: bo
     assert not closer.is_alive(), "shutdown hung"
     report = reports[0]
     assert report is not None and pool.is_closed and pool.shutdown() is report
+    # The 10 ms timeout bounds the whole shutdown: workers it stopped waiting for
+    # (still_running) may still drop what they had taken.  Let them end.
+    for thread in threading.enumerate():
+        if thread.name.startswith(f"{pool.name}-"):
+            thread.join(WAIT)
 
     assert audit(ledger) == []
     assert all(h.state is TaskState.DROPPED for h in far)
@@ -334,9 +339,13 @@ def test_shutdown_racing_posters_and_cancellers_loses_nothing(cancel_pending: bo
     assert stats["completed"] == states[TaskState.SUCCEEDED]
     assert stats["failed"] == states[TaskState.FAILED]
     assert stats["cancelled"] == states[TaskState.CANCELLED]
-    # The report counts every task shutdown dropped, the far ones included;
-    # stats() counts the same drops, and refused posts are neither.
-    assert report.dropped == states[TaskState.DROPPED] + len(far), (report, dict(states))
+    # The report counts every task shutdown dropped, the far ones included (by
+    # the time it returned, when it left workers running); stats() counts the
+    # same drops, and refused posts are neither.
+    if report.still_running == 0:
+        assert report.dropped == states[TaskState.DROPPED] + len(far), (report, dict(states))
+    else:
+        assert report.dropped <= states[TaskState.DROPPED] + len(far), (report, dict(states))
     assert stats["dropped"] == states[TaskState.DROPPED] + len(far), (stats, dict(states))
     assert stats["queued_total"] == 0 and stats["running"] == 0
     assert any(ledger.refused), "no post raced the shutdown: the test proved nothing"
