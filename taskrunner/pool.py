@@ -639,10 +639,14 @@ class ThreadPool(TaskRunner):
         """Take a pending task for running (False: cancelled or dropped already)."""
         return self._live.pop(task.token, None) is task
 
-    def _unregister(self, task: Task) -> None:
-        """Forget a task that never reached a queue (its post failed)."""
+    def _unregister(self, task: Task) -> bool:
+        """Forget a task that never reached a queue (its post failed).  False if
+        shutdown's dropping step claimed it first (and counted it as dropped):
+        the poster should then return the DROPPED handle rather than raise."""
         if self._live.pop(task.token, None) is task:
             self._note_not_run(task, M_DROPPED)
+            return True
+        return False
 
     # ---- observability -------------------------------------------------------------
 
@@ -897,8 +901,15 @@ class ThreadPool(TaskRunner):
             self._post_failed(task, status)
 
     def _post_failed(self, task: Task, status: int) -> None:
+        """A post's push was refused.  If the poster still holds the claim the
+        post is refused (RunnerClosedError, nothing counted); if shutdown's
+        dropping step claimed the task between its registration and the push,
+        shutdown counted it as dropped, so the post returns normally and its
+        handle says DROPPED: what the caller holds agrees with the report."""
         if self._live.pop(task.token, None) is task:
             self._drop_claimed(task, count=False)
+        elif status == CLOSED:
+            return
         if status == CLOSED:
             raise RunnerClosedError(f"{self._name}: post_task after shutdown")
         check(status, f"{self._name}: post_task")

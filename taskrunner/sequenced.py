@@ -118,8 +118,9 @@ class _SlotRunner(PoolBackedRunner):
         try:
             self._accept(task)
         except BaseException:
-            self._pool._unregister(task)
-            raise
+            if self._pool._unregister(task):
+                raise
+            # The pool's shutdown dropped (and counted) it meanwhile: the handle says so.
         return task
 
     def _accept_fired(self, task: Task) -> None:

@@ -261,6 +261,8 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         if self._pool._claim(task):
             self._pool._note_not_run(task, M_DROPPED)
             task._finish(DROPPED)
+        elif status == CLOSED:
+            return  # the pool's shutdown dropped (and counted) it meanwhile: the handle says so
         if status == CLOSED:
             raise RunnerClosedError(f"{self._name}: post_task after shutdown")
         check(status, f"{self._name}: post_task")

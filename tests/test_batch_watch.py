@@ -1,6 +1,6 @@
 """No ready task stays hidden behind a long task in a worker's batch.
 
-Tasks posted before ``start()`` (or while workers are slow to wake) are popped
+Tasks posted before ``start()`` (``ThreadPool(start=False)``, or while workers are slow to wake) are popped
 in batches; a task that blocks must not keep the rest of its batch from an
 idle worker (see taskrunner/_batch_watch.py).
 """
@@ -22,7 +22,7 @@ WAIT = 20.0
 
 @pytest.mark.parametrize("workers", [2, 4, 8])
 def test_tasks_that_meet_at_a_barrier_all_run_at_once(workers: int) -> None:
-    pool = ThreadPool(workers, name="meet")
+    pool = ThreadPool(workers, name="meet", start=False)
     barrier = threading.Barrier(workers)
     met: list[bool] = []
     lock = threading.Lock()
@@ -47,7 +47,7 @@ def test_tasks_that_meet_at_a_barrier_all_run_at_once(workers: int) -> None:
 
 
 def test_a_task_waiting_for_a_later_one_in_its_batch_is_not_deadlocked() -> None:
-    pool = ThreadPool(2, name="dep")
+    pool = ThreadPool(2, name="dep", start=False)
     second_ran = threading.Event()
     first_saw: list[bool] = []
     pool.post_task(lambda: first_saw.append(second_ran.wait(WAIT)))
@@ -63,7 +63,7 @@ def test_a_task_waiting_for_a_later_one_in_its_batch_is_not_deadlocked() -> None
 
 
 def test_rescued_tasks_run_exactly_once_and_wait_idle_stays_exact() -> None:
-    pool = ThreadPool(2, name="once", batch_size=64)
+    pool = ThreadPool(2, name="once", batch_size=64, start=False)
     runs: collections.Counter[int] = collections.Counter()
     lock = threading.Lock()
 
@@ -91,7 +91,7 @@ def test_rescued_tasks_run_exactly_once_and_wait_idle_stays_exact() -> None:
 
 
 def test_the_watch_thread_ends_at_shutdown_and_the_pool_is_collected() -> None:
-    pool = ThreadPool(2, name="gone")
+    pool = ThreadPool(2, name="gone", start=False)
     release = threading.Event()
     pool.post_task(release.wait, WAIT)
     pool.post_task(lambda: None)
