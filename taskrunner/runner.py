@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from taskrunner._future_call import FutureCall
 from taskrunner.errors import NoCurrentTaskRunnerError
 from taskrunner.traits import DEFAULT_TRAITS, TaskTraits
 
@@ -155,19 +156,13 @@ class TaskRunner(abc.ABC):
         ``asyncio.wrap_future``."""
         target = reply_runner if reply_runner is not None else current_task_runner()
         future: Future[T] = Future()
+        label = f"reply:{name or 'task'}"
 
-        def run_then_reply() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                result = task()
-            except BaseException as exc:
-                future.set_exception(exc)
-                raise
-            future.set_result(result)
-            target.post_task(reply, result, name=f"reply:{name or 'task'}")
+        def post_reply(result: T) -> None:
+            target.post_task(reply, result, name=label)
 
-        handle = self.post_task(run_then_reply, traits=traits, name=name)
+        call = FutureCall(future, task, (), None, reraise=True, reply=post_reply)
+        handle = self.post_task(call, traits=traits, name=name or _describe(task))
         _link_cancel(future, handle)
         return future
 
@@ -181,21 +176,13 @@ class TaskRunner(abc.ABC):
     ) -> Future[T]:
         """Post ``fn(*args)`` and return a ``concurrent.futures.Future`` of its
         result (like ``Executor.submit``).  Cancelling the future before the
-        task started cancels the task.  An exception is set on the future and
-        also reported to the error handler."""
+        task started cancels the task; a task that never runs (cancelled,
+        dropped at shutdown or by a queue policy) cancels the future.  An
+        exception is set on the future and also reported to the error handler
+        (``runner.executor.submit`` reports it through the future only)."""
         future: Future[T] = Future()
-
-        def run_into_future() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                result = fn(*args)
-            except BaseException as exc:
-                future.set_exception(exc)
-                raise
-            future.set_result(result)
-
-        handle = self.post_task(run_into_future, traits=traits, name=name or _describe(fn))
+        call = FutureCall(future, fn, args, None, reraise=True)
+        handle = self.post_task(call, traits=traits, name=name or _describe(fn))
         _link_cancel(future, handle)
         return future
 
