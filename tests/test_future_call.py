@@ -37,8 +37,14 @@ def test_reply_future_of_a_dropped_task_is_cancelled() -> None:
 
 def test_forceful_shutdown_cancels_the_futures_of_queued_tasks() -> None:
     pool = ThreadPool(1).start()
-    gate = threading.Event()
-    first = pool.submit(gate.wait, LONG)
+    gate, started = threading.Event(), threading.Event()
+
+    def block() -> bool:
+        started.set()
+        return gate.wait(LONG)
+
+    first = pool.submit(block)
+    assert started.wait(LONG)
     queued = [pool.submit(int) for _ in range(5)]
     threading.Timer(0.1, gate.set).start()
     pool.shutdown(cancel_pending=True, timeout=LONG)
