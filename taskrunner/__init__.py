@@ -11,6 +11,7 @@ from taskrunner.clock import MONOTONIC, Clock, MonotonicClock
 from taskrunner.errors import (
     ClosedError,
     DuplicateTokenError,
+    ExecutorShutdownError,
     NoCurrentTaskRunnerError,
     QueueEmptyError,
     QueueFullError,
@@ -18,6 +19,7 @@ from taskrunner.errors import (
     TaskRunnerError,
     UnknownTokenError,
 )
+from taskrunner.executor import RunnerExecutor
 from taskrunner.pool import ShutdownReport, ThreadPool
 from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
 from taskrunner.runner import TaskRunner, current_task_runner
@@ -36,6 +38,7 @@ __all__ = [
     "ClosedError",
     "DebounceTimer",
     "DuplicateTokenError",
+    "ExecutorShutdownError",
     "MonotonicClock",
     "NoCurrentTaskRunnerError",
     "OneShotTimer",
@@ -47,6 +50,7 @@ __all__ = [
     "RepeatingTaskHandle",
     "RepeatingTimer",
     "RunnerClosedError",
+    "RunnerExecutor",
     "SequencedTaskRunner",
     "ShutdownBehavior",
     "ShutdownReport",

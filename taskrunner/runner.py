@@ -22,6 +22,7 @@ from taskrunner.errors import NoCurrentTaskRunnerError
 from taskrunner.traits import DEFAULT_TRAITS, TaskTraits
 
 if TYPE_CHECKING:
+    from taskrunner.executor import RunnerExecutor
     from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
     from taskrunner.task import Task
 
@@ -216,6 +217,22 @@ class TaskRunner(abc.ABC):
         """Block until every task posted to this runner before the call has
         finished (a barrier).  False if ``timeout`` ran out."""
         return self.wait_idle(timeout)
+
+    @property
+    def executor(self) -> RunnerExecutor:
+        """This runner as a ``concurrent.futures.Executor``: one shared view,
+        created on first use, running calls with the runner's default traits.
+
+        Its ``shutdown`` closes the view, not the runner.  For a view with
+        other traits, or one of your own to shut down: ``RunnerExecutor(runner,
+        traits=...)`` (see :mod:`taskrunner.executor`)."""
+        view: RunnerExecutor | None = self.__dict__.get("_executor_view")
+        if view is None:
+            from taskrunner.executor import RunnerExecutor
+
+            # setdefault is atomic: racing first uses all get the same view.
+            view = self.__dict__.setdefault("_executor_view", RunnerExecutor(self))
+        return view
 
     def __enter__(self) -> TaskRunner:
         return self
