@@ -193,7 +193,11 @@ class RunnerExecutor(Executor):
 
     # ---- map --------------------------------------------------------------------------
 
-    @overload
+    # The overloads check each iterable's items against fn's parameters (as
+    # typeshed does for builtins.map), which the base class's loose signature
+    # (any fn, any iterables) does not: hence the ignore.  At run time both
+    # accept the same calls.
+    @overload  # type: ignore[override]
     def map(
         self,
         fn: Callable[[A], T],
@@ -236,7 +240,23 @@ class RunnerExecutor(Executor):
     def map(
         self,
         fn: Callable[..., T],
+        iterable1: Iterable[Any],
+        iterable2: Iterable[Any],
+        iterable3: Iterable[Any],
+        iterable4: Iterable[Any],
+        /,
         *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[T]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[], T],
+        /,
+        *,
         timeout: float | None = None,
         chunksize: int = 1,
         buffersize: int | None = None,

@@ -84,7 +84,7 @@ import weakref
 from collections.abc import Callable
 from contextvars import copy_context
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from taskrunner._delays import DelayedTasks
 from taskrunner._native import CLOSED, OK, TIMEOUT, check, ffi, lib, timeout_ns
@@ -111,6 +111,8 @@ from taskrunner.task import (
     Task,
 )
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskPriority, TaskTraits
+
+Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 log = logging.getLogger("taskrunner.pool")
 
@@ -483,9 +485,9 @@ class ThreadPool(TaskRunner):
 
     def post_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
@@ -825,10 +827,10 @@ class ThreadPool(TaskRunner):
 
     def post_delayed_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         delay: float,
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:

@@ -15,7 +15,7 @@ import abc
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from taskrunner._future_call import FutureCall
 from taskrunner.errors import NoCurrentTaskRunnerError
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from taskrunner.executor import RunnerExecutor
     from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
     from taskrunner.task import Task
+
+Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 T = TypeVar("T")
 
@@ -83,9 +85,9 @@ class TaskRunner(abc.ABC):
     @abc.abstractmethod
     def post_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
@@ -94,10 +96,10 @@ class TaskRunner(abc.ABC):
     @abc.abstractmethod
     def post_delayed_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         delay: float,
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
@@ -169,9 +171,9 @@ class TaskRunner(abc.ABC):
 
     def submit(
         self,
-        fn: Callable[..., T],
+        fn: Callable[[*Ts], T],
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Future[T]:

@@ -37,7 +37,7 @@ import sys
 import threading
 from collections.abc import Callable
 from contextvars import copy_context
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from taskrunner._native import CLOSED, OK, check, ffi, lib, timeout_ns
 from taskrunner._pool_runner import PoolBackedRunner
@@ -49,6 +49,8 @@ from taskrunner.pool import ShutdownReport, ThreadPool, _check_int, _next_token
 from taskrunner.runner import _set_current
 from taskrunner.task import DROPPED, FAILED, RUNNING, SUCCEEDED, Task
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
+
+Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 _try_push = lib.tr_ring_try_push
 _push_wait = lib.tr_ring_push_wait
@@ -155,9 +157,9 @@ class SingleThreadTaskRunner(PoolBackedRunner):
 
     def post_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
