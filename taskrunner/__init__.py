@@ -7,6 +7,8 @@ and shutdown contract.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from taskrunner.clock import MONOTONIC, Clock, MonotonicClock
 from taskrunner.errors import (
     ClosedError,
@@ -29,11 +31,26 @@ from taskrunner.task import Task, TaskState
 from taskrunner.timers import DebounceTimer, OneShotTimer, RepeatingTimer
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskPriority, TaskTraits
 
+if TYPE_CHECKING:
+    from taskrunner.asyncio_runner import AsyncioTaskRunner
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncioTaskRunner is imported on first use: importing asyncio costs tens
+    # of milliseconds that threaded programs need not pay.
+    if name == "AsyncioTaskRunner":
+        from taskrunner.asyncio_runner import AsyncioTaskRunner
+
+        return AsyncioTaskRunner
+    raise AttributeError(f"module 'taskrunner' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_TRAITS",
     "MONOTONIC",
+    "AsyncioTaskRunner",
     "Clock",
     "ClosedError",
     "DebounceTimer",

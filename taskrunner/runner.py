@@ -189,6 +189,30 @@ class TaskRunner(abc.ABC):
         _link_cancel(future, handle)
         return future
 
+    async def run(
+        self,
+        fn: Callable[[*Ts], T],
+        /,
+        *args: *Ts,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> T:
+        """Run ``fn(*args)`` as a task here and await its result from a
+        coroutine, without blocking the event loop.
+
+        Its exception is raised in the awaiting coroutine (and not reported to
+        the error handler).  Cancelling the awaiting coroutine cancels the task
+        if it has not started; one that started runs to its end and its result
+        is discarded.  A task that never runs (dropped at shutdown) raises
+        ``asyncio.CancelledError`` in the awaiting coroutine."""
+        import asyncio
+
+        future: Future[T] = Future()
+        call = FutureCall(future, fn, args, None, reraise=False)
+        handle = self.post_task(call, traits=traits, name=name or _describe(fn))
+        _link_cancel(future, handle)
+        return await asyncio.wrap_future(future)
+
     def post_repeating_task(
         self,
         fn: Callable[[], Any],

@@ -9,6 +9,7 @@ from concurrent.futures import Future
 from typing import assert_type
 
 from taskrunner import (
+    AsyncioTaskRunner,
     RunnerExecutor,
     SequencedTaskRunner,
     SingleThreadTaskRunner,
@@ -67,3 +68,8 @@ async def from_asyncio(pool: ThreadPool) -> None:
     loop = asyncio.get_running_loop()
     assert_type(await loop.run_in_executor(pool.executor, square, 2), int)
     assert_type(await asyncio.wrap_future(pool.submit(label, 2)), str)
+    assert_type(await pool.run(square, 2), int)
+    runner = AsyncioTaskRunner(loop, pool)
+    assert_type(await runner.run(label, 1), str)
+    runner.post_task(takes_int, 1)
+    assert_type(runner.executor.submit(mul, 1, 2), Future[int])

@@ -45,3 +45,9 @@ def executors(pool: ThreadPool) -> None:
     names: Iterator[str] = ex.map(square, range(3))  # E: expected "Callable[[int], str]"
     ex.map(square, ["a", "b"])  # E: expected "Callable[[str], int]"
     del names
+
+
+async def from_asyncio(pool: ThreadPool) -> None:
+    await pool.run(square, "2")  # E: expected "Callable[[str], int]"
+    text: str = await pool.run(square, 2)  # E: expected "Callable[[int], str]"
+    del text
