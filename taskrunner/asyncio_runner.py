@@ -246,6 +246,16 @@ class AsyncioTaskRunner(PoolBackedRunner):
         with self._lock:
             return self._idle.wait_for(lambda: not self._queue and self._running is None, timeout)
 
+    def _run_here_if_own_thread(self) -> None:
+        """Called by a waiter that would block the loop (an Executor view's
+        ``shutdown(wait=True)``): on the loop's thread, outside our tasks, run
+        what is queued now; anywhere else, nothing."""
+        if self._on_loop_thread():
+            with self._lock:
+                inside = self._running is not None
+            if not inside:
+                self._run_queued(None)
+
     def shutdown(
         self, wait: bool = True, *, timeout: float | None = None, cancel_pending: bool = False
     ) -> ShutdownReport:

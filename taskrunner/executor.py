@@ -334,6 +334,11 @@ class RunnerExecutor(Executor):
                 future.cancel()  # only succeeds if not started; _Settled cancels the task
         if not wait:
             return
+        # A runner whose calls need the calling thread (an AsyncioTaskRunner,
+        # called on its loop's thread) runs them here rather than deadlock.
+        run_here = getattr(self._runner, "_run_here_if_own_thread", None)
+        if run_here is not None:
+            run_here()
         me = current_future()
         with self._lock:
             self._idle.wait_for(

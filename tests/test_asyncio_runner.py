@@ -271,6 +271,19 @@ def test_run_in_executor_and_wrap_future(pool: ThreadPool) -> None:
     assert c.startswith("aio-pool-worker")
 
 
+def test_executor_view_shutdown_on_the_loop_thread_runs_its_calls() -> None:
+    async def main() -> list[int]:
+        with ThreadPool(1) as pool:
+            runner = AsyncioTaskRunner(asyncio.get_running_loop(), pool)
+            ex = runner.executor
+            fs = [ex.submit(pow, 2, i) for i in range(4)]
+            ex.shutdown(wait=True)  # on the loop's thread: must not wait for the loop
+            runner.shutdown()
+            return [f.result(0) for f in fs]
+
+    assert asyncio.run(main()) == [1, 2, 4, 8]
+
+
 def test_run_in_executor_cancellation_cancels_the_task() -> None:
     with ThreadPool(1) as one:
         gate = threading.Event()
