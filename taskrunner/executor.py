@@ -37,6 +37,10 @@ The contract is the standard library's (``concurrent.futures.Executor``):
   raises :class:`~taskrunner.errors.ExecutorShutdownError` (a RuntimeError),
   as it does once the runner is shut down.  Context manager: ``__exit__``
   calls ``shutdown(wait=True)``.
+* At interpreter exit (before non-daemon threads are joined) every view is
+  closed and the calls it still has run to their end, as
+  ``ThreadPoolExecutor``'s do, when its runner's pool was started (an
+  ``AsyncioTaskRunner``'s calls need their loop, so they are not waited for).
 
 Thread-safety: every method may be called from any thread.  ``_lock`` guards
 ``_closed`` and ``_unfinished`` (the view's futures not yet done);
