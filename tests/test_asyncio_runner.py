@@ -412,3 +412,43 @@ def test_runner_is_collected_after_shutdown(loop: asyncio.AbstractEventLoop) -> 
         if collected.wait(0.2):
             break
     assert collected.is_set()
+
+
+def test_post_task_and_reply_replies_on_the_loop(
+    loop: asyncio.AbstractEventLoop, pool: ThreadPool
+) -> None:
+    runner = AsyncioTaskRunner(loop, pool)
+    where: Future[int] = Future()
+    pool.post_task_and_reply(
+        lambda: None, lambda: where.set_result(threading.get_ident()), reply_runner=runner
+    )
+    assert where.result(LONG) == _loop_thread(loop)
+    runner.shutdown(timeout=LONG)
+
+
+def test_shutdown_with_a_stopped_loop_returns_within_its_timeout(pool: ThreadPool) -> None:
+    lp = asyncio.new_event_loop()  # never runs: nothing queued can run
+    runner = AsyncioTaskRunner(lp, pool)
+    task = runner.post_task(int)
+    report = runner.shutdown(timeout=0.05)
+    assert report.timed_out and report.dropped == 1
+    assert task.state is TaskState.DROPPED
+    lp.close()
+
+
+@pytest.mark.thread_unsafe(reason="counts garbage collections")
+def test_runner_with_its_own_pool_is_collected_after_shutdown() -> None:
+    async def main() -> tuple[weakref.ref[AsyncioTaskRunner], weakref.ref[ThreadPool]]:
+        runner = AsyncioTaskRunner(asyncio.get_running_loop())
+        assert await runner.run(pow, 2, 3) == 8
+        refs = weakref.ref(runner), weakref.ref(runner.pool)
+        runner.shutdown(timeout=LONG)
+        return refs
+
+    runner_ref, pool_ref = asyncio.run(main())
+    for _ in range(int(LONG) * 5):
+        gc.collect()
+        if runner_ref() is None and pool_ref() is None:
+            break
+        threading.Event().wait(0.2)
+    assert runner_ref() is None and pool_ref() is None
