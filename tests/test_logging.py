@@ -102,7 +102,6 @@ def test_the_runtime_leaves_the_root_logger_alone(caplog: pytest.LogCaptureFixtu
 
 # The command-line application (its output *is* printing) is not the runtime.
 APP_MODULES = {"__main__.py", "cli.py", "_console.py", "demo.py", "bench_report.py"}
-# taskrunner/examples/ holds applications too (they print what they do).
 
 ROOT_LOGGING = {
     "logging.basicConfig",
@@ -168,6 +167,7 @@ def problems_in(path: Path) -> list[str]:
     sorted(
         p
         for p in PACKAGE.rglob("*.py")
+        # taskrunner/examples/ holds applications too (they print what they do).
         if p.name not in APP_MODULES and "examples" not in p.relative_to(PACKAGE).parts
     ),
     ids=lambda p: str(p.relative_to(PACKAGE)),
