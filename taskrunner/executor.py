@@ -328,8 +328,10 @@ class RunnerExecutor(Executor):
         """Refuse new calls; with ``cancel_futures`` cancel the calls that have
         not started; with ``wait`` block until every call of this view has
         finished.  Safe to call more than once, from any thread.  The runner
-        keeps running.  A call of this view that shuts it down from inside its
-        own task does not wait for itself."""
+        keeps running.  Called from inside one of this view's own calls it
+        closes the view and returns without waiting (it would wait for itself,
+        or, on a runner that runs one call at a time, for the calls queued
+        behind it); those calls still run."""
         with self._lock:
             self._closed = True
             pending = list(self._unfinished)
@@ -338,18 +340,20 @@ class RunnerExecutor(Executor):
                 future.cancel()  # only succeeds if not started; _Settled cancels the task
         if not wait:
             return
+        me = current_future()
+        with self._lock:
+            if me is not None and me in self._unfinished:
+                # Called from inside one of our own calls: waiting would wait
+                # for itself, and on a runner that runs one call at a time
+                # for the calls queued behind it.  Closed is all we can do.
+                return
         # A runner whose calls need the calling thread (an AsyncioTaskRunner,
         # called on its loop's thread) runs them here rather than deadlock.
         run_here = getattr(self._runner, "_run_here_if_own_thread", None)
         if run_here is not None:
             run_here()
-        me = current_future()
         with self._lock:
-            self._idle.wait_for(
-                lambda: (
-                    not self._unfinished or (len(self._unfinished) == 1 and me in self._unfinished)
-                )
-            )
+            self._idle.wait_for(lambda: not self._unfinished)
 
     def _close_at_exit(self) -> None:
         """The interpreter is exiting: close, and wait for our calls if the

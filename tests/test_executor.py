@@ -518,6 +518,18 @@ def test_shutdown_from_inside_a_call_does_not_wait_for_itself(executor: RunnerEx
     assert executor.submit(stop).result(LONG) == "stopped"
 
 
+def test_shutdown_from_inside_a_call_does_not_wait_for_calls_behind_it(pool: ThreadPool) -> None:
+    seq = SequencedTaskRunner(pool)
+    ex = RunnerExecutor(seq)
+    gate = threading.Event()
+    first = ex.submit(lambda: (gate.wait(LONG), ex.shutdown(wait=True), "stopped")[-1])
+    behind = ex.submit(pow, 2, 5)  # queued behind the call that shuts the view down
+    gate.set()
+    assert first.result(LONG) == "stopped"
+    assert behind.result(LONG) == 32
+    seq.shutdown(timeout=LONG)
+
+
 def _run_script(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
