@@ -906,3 +906,61 @@ def test_map_iterator_holds_the_view_weakly(pool: ThreadPool) -> None:
     # What was submitted (the buffer refills before each result) still comes
     # back; nothing more is submitted.
     assert list(it) == ["1", "2"]
+
+
+@pytest.mark.parametrize("cancel_futures", [True, False], ids=["cancel", "drain"])
+def test_shutdown_racing_submitters_and_cancellers_leaves_nothing_pending(
+    kind: str, pool: ThreadPool, cancel_futures: bool
+) -> None:
+    """8 threads submit and cancel while another shuts the view down: once
+    shutdown(wait=True) returned, every future a submitter got is done, each
+    call ran at most once, and a cancelled future's call never ran."""
+    runner = _make_runner(kind, pool)
+    ex = RunnerExecutor(runner)
+    ran: dict[int, int] = {}
+    ran_lock = threading.Lock()
+
+    def work(i: int) -> int:
+        with ran_lock:
+            ran[i] = ran.get(i, 0) + 1
+        return i
+
+    got: list[list[tuple[int, Future[int]]]] = [[] for _ in range(8)]
+    refused = [0] * 8
+    halfway = threading.Barrier(9)
+
+    def submitter(k: int) -> None:
+        for n in range(300):
+            i = k * 1000 + n
+            if n == 150:
+                halfway.wait(LONG)
+            try:
+                f = ex.submit(work, i)
+            except RuntimeError:
+                refused[k] += 1
+                continue
+            got[k].append((i, f))
+            if n % 3 == 0:
+                f.cancel()
+
+    threads = [threading.Thread(target=submitter, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    halfway.wait(LONG)
+    ex.shutdown(wait=True, cancel_futures=cancel_futures)
+    # Submits after the shutdown are refused, so every future handed out so
+    # far was submitted before it, and shutdown(wait=True) waited for it.
+    pending = [i for per in got for i, f in list(per) if not f.done()]
+    for t in threads:
+        t.join(LONG)
+    assert pending == [], f"futures left pending when shutdown returned: {pending[:10]}"
+    for per in got:
+        for i, f in per:
+            assert f.done(), f"call {i}: future left pending after shutdown"
+            if f.cancelled():
+                assert i not in ran, f"call {i}: cancelled, yet it ran"
+            else:
+                assert f.result(0) == i and ran[i] == 1
+    assert sum(refused) > 0 or sum(len(per) for per in got) == 8 * 300
+    if runner is not pool:
+        runner.shutdown(timeout=LONG)
