@@ -7,10 +7,13 @@ and shutdown contract.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from taskrunner.clock import MONOTONIC, Clock, MonotonicClock
 from taskrunner.errors import (
     ClosedError,
     DuplicateTokenError,
+    ExecutorShutdownError,
     NoCurrentTaskRunnerError,
     QueueEmptyError,
     QueueFullError,
@@ -18,6 +21,7 @@ from taskrunner.errors import (
     TaskRunnerError,
     UnknownTokenError,
 )
+from taskrunner.executor import RunnerExecutor
 from taskrunner.pool import ShutdownReport, ThreadPool
 from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
 from taskrunner.runner import TaskRunner, current_task_runner
@@ -27,15 +31,31 @@ from taskrunner.task import Task, TaskState
 from taskrunner.timers import DebounceTimer, OneShotTimer, RepeatingTimer
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskPriority, TaskTraits
 
+if TYPE_CHECKING:
+    from taskrunner.asyncio_runner import AsyncioTaskRunner
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncioTaskRunner is imported on first use: importing asyncio costs tens
+    # of milliseconds that threaded programs need not pay.
+    if name == "AsyncioTaskRunner":
+        from taskrunner.asyncio_runner import AsyncioTaskRunner
+
+        return AsyncioTaskRunner
+    raise AttributeError(f"module 'taskrunner' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_TRAITS",
     "MONOTONIC",
+    "AsyncioTaskRunner",
     "Clock",
     "ClosedError",
     "DebounceTimer",
     "DuplicateTokenError",
+    "ExecutorShutdownError",
     "MonotonicClock",
     "NoCurrentTaskRunnerError",
     "OneShotTimer",
@@ -47,6 +67,7 @@ __all__ = [
     "RepeatingTaskHandle",
     "RepeatingTimer",
     "RunnerClosedError",
+    "RunnerExecutor",
     "SequencedTaskRunner",
     "ShutdownBehavior",
     "ShutdownReport",

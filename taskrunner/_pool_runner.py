@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from taskrunner.clock import Clock
 from taskrunner.errors import RunnerClosedError
@@ -20,6 +20,8 @@ from taskrunner.pool import ThreadPool, _delay_ns
 from taskrunner.runner import TaskRunner
 from taskrunner.task import Task
 from taskrunner.traits import DEFAULT_TRAITS, TaskTraits
+
+Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 
 class PoolBackedRunner(TaskRunner):
@@ -76,10 +78,10 @@ class PoolBackedRunner(TaskRunner):
 
     def post_delayed_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         delay: float,
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:

@@ -21,6 +21,11 @@ class RunnerClosedError(ClosedError):
     """A task was posted to a runner or pool that is shut down (or shutting down)."""
 
 
+class ExecutorShutdownError(RunnerClosedError, RuntimeError):
+    """``submit``/``map`` on an Executor view that was shut down, or whose runner
+    was: a ``RuntimeError`` as the standard library's executors raise."""
+
+
 class QueueFullError(TaskRunnerError):
     """A bounded queue had no room and its policy is to refuse."""
 

@@ -108,7 +108,7 @@ import weakref
 from collections.abc import Callable
 from contextvars import copy_context
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from taskrunner._batch_watch import BatchWatch
 from taskrunner._delays import DelayedTasks
@@ -136,6 +136,8 @@ from taskrunner.task import (
     Task,
 )
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskPriority, TaskTraits
+
+Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 log = logging.getLogger("taskrunner.pool")
 
@@ -563,9 +565,9 @@ class ThreadPool(TaskRunner):
 
     def post_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
@@ -916,10 +918,10 @@ class ThreadPool(TaskRunner):
 
     def post_delayed_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         delay: float,
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:

@@ -15,14 +15,18 @@ import abc
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
+from taskrunner._future_call import FutureCall
 from taskrunner.errors import NoCurrentTaskRunnerError
 from taskrunner.traits import DEFAULT_TRAITS, TaskTraits
 
 if TYPE_CHECKING:
+    from taskrunner.executor import RunnerExecutor
     from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
     from taskrunner.task import Task
+
+Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 T = TypeVar("T")
 
@@ -81,9 +85,9 @@ class TaskRunner(abc.ABC):
     @abc.abstractmethod
     def post_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
@@ -92,10 +96,10 @@ class TaskRunner(abc.ABC):
     @abc.abstractmethod
     def post_delayed_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         delay: float,
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
@@ -172,49 +176,59 @@ class TaskRunner(abc.ABC):
         ``asyncio.wrap_future``."""
         target = reply_runner if reply_runner is not None else current_task_runner()
         future: Future[T] = Future()
+        label = f"reply:{name or 'task'}"
 
-        def run_then_reply() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                result = task()
-            except BaseException as exc:
-                future.set_exception(exc)
-                raise
-            future.set_result(result)
-            target.post_task(reply, result, name=f"reply:{name or 'task'}")
+        def post_reply(result: T) -> None:
+            target.post_task(reply, result, name=label)
 
-        handle = self.post_task(run_then_reply, traits=traits, name=name)
+        call = FutureCall(future, task, (), None, reraise=True, reply=post_reply)
+        handle = self.post_task(call, traits=traits, name=name or _describe(task))
         _link_cancel(future, handle)
         return future
 
     def submit(
         self,
-        fn: Callable[..., T],
+        fn: Callable[[*Ts], T],
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Future[T]:
         """Post ``fn(*args)`` and return a ``concurrent.futures.Future`` of its
         result (like ``Executor.submit``).  Cancelling the future before the
-        task started cancels the task.  An exception is set on the future and
-        also reported to the error handler."""
+        task started cancels the task; a task that never runs (cancelled,
+        dropped at shutdown or by a queue policy) cancels the future.  An
+        exception is set on the future and also reported to the error handler
+        (``runner.executor.submit`` reports it through the future only)."""
         future: Future[T] = Future()
-
-        def run_into_future() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                result = fn(*args)
-            except BaseException as exc:
-                future.set_exception(exc)
-                raise
-            future.set_result(result)
-
-        handle = self.post_task(run_into_future, traits=traits, name=name or _describe(fn))
+        call = FutureCall(future, fn, args, None, reraise=True)
+        handle = self.post_task(call, traits=traits, name=name or _describe(fn))
         _link_cancel(future, handle)
         return future
+
+    async def run(
+        self,
+        fn: Callable[[*Ts], T],
+        /,
+        *args: *Ts,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> T:
+        """Run ``fn(*args)`` as a task here and await its result from a
+        coroutine, without blocking the event loop.
+
+        Its exception is raised in the awaiting coroutine (and not reported to
+        the error handler).  Cancelling the awaiting coroutine cancels the task
+        if it has not started; one that started runs to its end and its result
+        is discarded.  A task that never runs (dropped at shutdown) raises
+        ``asyncio.CancelledError`` in the awaiting coroutine."""
+        import asyncio
+
+        future: Future[T] = Future()
+        call = FutureCall(future, fn, args, None, reraise=False)
+        handle = self.post_task(call, traits=traits, name=name or _describe(fn))
+        _link_cancel(future, handle)
+        return await asyncio.wrap_future(future)
 
     def post_repeating_task(
         self,
@@ -246,6 +260,22 @@ class TaskRunner(abc.ABC):
         """Block until every task posted to this runner before the call has
         finished (a barrier).  False if ``timeout`` ran out."""
         return self.wait_idle(timeout)
+
+    @property
+    def executor(self) -> RunnerExecutor:
+        """This runner as a ``concurrent.futures.Executor``: one shared view,
+        created on first use, running calls with the runner's default traits.
+
+        Its ``shutdown`` closes the view, not the runner.  For a view with
+        other traits, or one of your own to shut down: ``RunnerExecutor(runner,
+        traits=...)`` (see :mod:`taskrunner.executor`)."""
+        view: RunnerExecutor | None = self.__dict__.get("_executor_view")
+        if view is None:
+            from taskrunner.executor import RunnerExecutor
+
+            # setdefault is atomic: racing first uses all get the same view.
+            view = self.__dict__.setdefault("_executor_view", RunnerExecutor(self))
+        return view
 
     def __enter__(self) -> TaskRunner:
         return self

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from taskrunner._pool_runner import PoolBackedRunner
 from taskrunner.errors import RunnerClosedError
@@ -46,6 +46,8 @@ from taskrunner.pool import (
 from taskrunner.runner import _set_current, current_task_runner_or_none
 from taskrunner.task import DROPPED, Task
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
+
+Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 _BLOCK = ShutdownBehavior.BLOCK_SHUTDOWN
 
@@ -105,9 +107,9 @@ class _SlotRunner(PoolBackedRunner):
 
     def post_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:

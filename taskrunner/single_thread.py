@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextvars import copy_context
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from taskrunner._native import CLOSED, OK, check, ffi, lib, timeout_ns
 from taskrunner._pool_runner import PoolBackedRunner
@@ -58,6 +58,8 @@ from taskrunner.pool import (
 from taskrunner.runner import _set_current
 from taskrunner.task import DROPPED, FAILED, RUNNING, SUCCEEDED, Task
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
+
+Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 _try_push = lib.tr_ring_try_push
 _push_wait = lib.tr_ring_push_wait
@@ -164,9 +166,9 @@ class SingleThreadTaskRunner(PoolBackedRunner):
 
     def post_task(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[*Ts], Any],
         /,
-        *args: Any,
+        *args: *Ts,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:

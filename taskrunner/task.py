@@ -17,11 +17,13 @@ stale, never torn).
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 from collections.abc import Callable
 from contextvars import Context
 from typing import TYPE_CHECKING, Any, Protocol
 
+from taskrunner._future_call import NotRunHook
 from taskrunner.traits import TaskTraits
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ DROPPED = TaskState.DROPPED
 class _TaskOwner(Protocol):
     def _cancel_task(self, task: Task) -> bool: ...
 
+
+_log = logging.getLogger("taskrunner.task")
 
 # Guards the lazy creation of a task's completion event (Task._done_event).
 _EVENT_LOCK = threading.Lock()
@@ -167,10 +171,20 @@ class Task:
         return event.wait(timeout)
 
     def _finish(self, state: TaskState) -> None:
-        """Record the final state (only the thread that claimed the task calls this)."""
+        """Record the final state (only the thread that claimed the task calls this).
+
+        A task that will never run (CANCELLED, DROPPED) whose callable is a
+        :class:`~taskrunner._future_call.NotRunHook` is told so before waiters
+        wake: that is how a Future handed out for it gets cancelled."""
+        fn = self.fn
         self.state = state
         self.fn = None
         self.args = ()
+        if (state is CANCELLED or state is DROPPED) and isinstance(fn, NotRunHook):
+            try:
+                fn.not_run()
+            except Exception:
+                _log.exception("task %s: its not-run hook failed", self.name)
         event = self._done_event
         if event is not None:
             event.set()
