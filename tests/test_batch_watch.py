@@ -1,8 +1,8 @@
 """No ready task stays hidden behind a long task in a worker's batch.
 
-Tasks posted before ``start()`` (``ThreadPool(start=False)``, or while workers are slow to wake) are popped
-in batches; a task that blocks must not keep the rest of its batch from an
-idle worker (see taskrunner/_batch_watch.py).
+Tasks posted before ``start()`` (``ThreadPool(start=False)``), or while the
+workers are slow to wake, are popped in batches; a task that blocks must not
+keep the rest of its batch from an idle worker (see taskrunner/_batch_watch.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ LONG = 30.0
 
 
 def test_submit_future_of_a_dropped_task_is_cancelled() -> None:
-    pool = ThreadPool(1)  # never started: its shutdown drops what was posted
+    pool = ThreadPool(1, start=False)  # never started: its shutdown drops what was posted
     future = pool.submit(int)
     pool.shutdown(timeout=LONG)
     assert future.cancelled()
@@ -25,7 +25,7 @@ def test_submit_future_of_a_dropped_task_is_cancelled() -> None:
 
 
 def test_reply_future_of_a_dropped_task_is_cancelled() -> None:
-    pool = ThreadPool(1)
+    pool = ThreadPool(1, start=False)  # never started: its shutdown drops what was posted
     seq = SequencedTaskRunner(pool)
     replies: list[int] = []
     future = seq.post_task_and_reply_with_result(lambda: 1, replies.append, reply_runner=seq)
