@@ -288,7 +288,7 @@ class _Worker:
         self.batch: list[int] | None = None
         self.batch_priority = 0
         self.batch_lock = threading.Lock()  # guards the hand-back of batch
-        self.seen_current: Task | None = None
+        self.seen_current: int | None = None  # a token: the watch holds no task
         self.seen_batch: list[int] | None = None
 
 
