@@ -105,11 +105,12 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any, TypeVarTuple
 
+from taskrunner._batch_post import post_tasks
 from taskrunner._batch_watch import BatchWatch
 from taskrunner._delays import DelayedTasks
 from taskrunner._native import CLOSED, OK, TIMEOUT, check, ffi, lib, timeout_ns
@@ -598,6 +599,19 @@ class ThreadPool(TaskRunner):
         else:
             self._enqueue(task)
         return task
+
+    def post_tasks(
+        self,
+        fn: Callable[[*Ts], Any],
+        arg_tuples: Iterable[tuple[*Ts]],
+        /,
+        *,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> list[Task]:
+        """``post_task(fn, *args)`` for each tuple, queued in chunks of 1,024 with
+        one C call each; returns the handles in order (see taskrunner._batch_post)."""
+        return post_tasks(self, fn, arg_tuples, traits, name, _next_token, _now_ns)
 
     # ---- the hooks runners build on ------------------------------------------------
 
