@@ -48,7 +48,7 @@ from taskrunner.jobs import (
 
 psycopg = pytest.importorskip("psycopg", reason="needs the postgres extra (psycopg 3)")
 
-from taskrunner.jobs import postgres_store  # noqa: E402 (after the importorskip)
+from taskrunner.jobs import postgres_schema  # noqa: E402 (after the importorskip)
 from taskrunner.jobs.postgres_store import (  # noqa: E402
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -242,7 +242,7 @@ def test_migrate_is_idempotent_and_versioned(
         "a note column",
         ("ALTER TABLE {schema}.jobs ADD COLUMN note text",),
     )
-    monkeypatch.setattr(postgres_store, "MIGRATIONS", (*MIGRATIONS, step))
+    monkeypatch.setattr(postgres_schema, "MIGRATIONS", (*MIGRATIONS, step))
     assert migrate(pg_dsn, schema=schema) == SCHEMA_VERSION + 1
     rows = raw.execute(
         f'SELECT version, description FROM "{schema}".schema_version ORDER BY version'
