@@ -448,6 +448,25 @@ def test_renew_leases_extends_only_what_the_owner_holds(store: JobStore) -> None
     assert empty.held == frozenset()
 
 
+def test_renew_leases_on_an_attempt_fences_a_stale_attempt(store: JobStore) -> None:
+    """The same owner reclaimed the job as attempt 2: renewing attempt 1 holds nothing."""
+    store.insert_many([mk("a", max_attempts=3), mk("b")])
+    claim_one(store, "a", "w1")
+    claim_one(store, "b", "w1")
+    store.recover_expired(T0 + LEASE)
+    again = store.claim("a", "w1", T0 + LEASE, lease_seconds=LEASE)
+    assert again is not None and again.attempt == 2
+    stale = store.renew_leases("w1", ["a"], T0 + 40, lease_seconds=LEASE, attempts={"a": 1})
+    assert stale.held == frozenset()
+    assert store.get("a").lease_expires_at == T0 + 2 * LEASE  # not renewed
+    now = T0 + 41
+    current = store.renew_leases("w1", ["a"], now, lease_seconds=LEASE, attempts={"a": 2})
+    assert current.held == {"a"}
+    assert store.get("a").lease_expires_at == now + LEASE
+    with pytest.raises(TypeError, match="attempts"):
+        store.renew_leases("w1", ["a"], now, lease_seconds=LEASE, attempts=[("a", 2)])  # type: ignore[arg-type]
+
+
 def test_expired_leases_are_recovered(store: JobStore) -> None:
     store.insert_many([mk("retry-me", max_attempts=2), mk("last", max_attempts=1), mk("stop")])
     for job_id in ("retry-me", "last", "stop"):

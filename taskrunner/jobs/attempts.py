@@ -111,7 +111,12 @@ class Attempts(ManagerCore):
         attempt = RunningAttempt(job, entry, CancelToken())
         attempt.context = context
         with self._lock:
-            self._active[job.id] = attempt
+            # An older attempt of this job still running here lost its lease (the
+            # store gave the job out again): it is fenced, and told to stop.
+            stale = [a for (i, _), a in self._active.items() if i == job.id]
+            self._active[job.id, job.attempt] = attempt
+        for old in stale:
+            old.token.cancel(ctxmod.LEASE_LOST)
         self._job_metric(job)
         try:
             self._control.post_task(self._arm_attempt, attempt)
@@ -123,7 +128,7 @@ class Attempts(ManagerCore):
             )
         except RunnerClosedError:
             attempt.token.cancel(ctxmod.SHUTDOWN)
-            self._forget(job.id)
+            self._forget(attempt)
 
     def _arm_attempt(self, attempt: RunningAttempt) -> None:
         """Control layer: arm the attempt's timeout."""
@@ -168,10 +173,10 @@ class Attempts(ManagerCore):
             self._io(
                 lambda: self._finish_attempt(attempt, outcome),
                 "finish",
-                on_give_up=lambda exc: self._forget(job.id),
+                on_give_up=lambda exc: self._forget(attempt),
             )
         except RunnerClosedError:
-            self._forget(job.id)
+            self._forget(attempt)
 
     def _call_handler(self, attempt: RunningAttempt, ctx: JobContext, args: Any) -> Any:
         """Run the handler in the submitter's context, inside an attempt span if traced."""
@@ -248,7 +253,7 @@ class Attempts(ManagerCore):
                 extra={"job_id": job.id, "attempt": job.attempt},
             )
         finally:
-            self._forget(job.id)
+            self._forget(attempt)
 
     def _queue_completion(self, attempt: RunningAttempt, payload: bytes, value: Any) -> None:
         """Queue a successful attempt's outcome; the IO layer commits the queued
@@ -291,7 +296,7 @@ class Attempts(ManagerCore):
                     done,
                     extra={"job_id": attempt.job.id, "attempt": attempt.job.attempt},
                 )
-            self._forget(attempt.job.id)
+            self._forget(attempt)
 
     def _drop_completions(self, exc: BaseException | None) -> None:
         """The completion writes failed for good: forget the attempts (their
@@ -300,7 +305,7 @@ class Attempts(ManagerCore):
             batch, self._pending_completions = self._pending_completions, []
             self._completion_flush_posted = False
         for attempt, _, _ in batch:
-            self._forget(attempt.job.id)
+            self._forget(attempt)
 
     def _write_failure(
         self,
@@ -345,9 +350,19 @@ class Attempts(ManagerCore):
             )
             self._resolve(done, None)
 
-    def _forget(self, job_id: str) -> None:
+    def _running(self, job_id: str) -> list[RunningAttempt]:
+        """The attempts of ``job_id`` running here (more than one only while an
+        older one, fenced, has not stopped yet)."""
         with self._lock:
-            self._active.pop(job_id, None)
+            return [a for (i, _), a in self._active.items() if i == job_id]
+
+    def _forget(self, attempt: RunningAttempt) -> None:
+        """This attempt is over here: drop it (only it: a newer attempt of the same
+        job, reclaimed by this manager, keeps its entry)."""
+        key = (attempt.job.id, attempt.job.attempt)
+        with self._lock:
+            if self._active.get(key) is attempt:
+                del self._active[key]
             self._changed.notify_all()
         self._kick()
 
@@ -359,7 +374,7 @@ class Attempts(ManagerCore):
         try:
             metrics.job_state_changed(job.type, job.state.value, job.attempt)
             if outcome is not None:
-                attempt = self._active.get(job.id)
+                attempt = self._active.get((job.id, job.attempt))
                 seconds = 0.0 if attempt is None else time.monotonic() - attempt.started
                 metrics.job_attempt_finished(job.type, job.attempt, outcome, seconds)
         except Exception:
@@ -398,18 +413,23 @@ class Attempts(ManagerCore):
     # ---- heartbeat, polling, recovery --------------------------------------------------------
 
     def _heartbeat(self) -> None:
-        """IO layer: renew our leases; stop attempts that lost theirs or were cancelled."""
+        """IO layer: renew our leases; stop attempts that lost theirs or were cancelled.
+
+        Leases are renewed per (job, attempt): only the newest attempt of a job
+        running here can hold it; an older one (the job was reclaimed after its
+        lease ran out) is told its lease is lost."""
         with self._lock:
-            ids = list(self._active)
-        if not ids:
+            running = list(self._active.items())
+        if not running:
             return
-        renewal = self._store.renew_leases(self._owner, ids, self.now(), lease_seconds=self._lease)
-        with self._lock:
-            attempts = {i: self._active.get(i) for i in ids}
-        for job_id, attempt in attempts.items():
-            if attempt is None:
-                continue
-            if job_id not in renewal.held:
+        newest: dict[str, int] = {}
+        for (job_id, number), _ in running:
+            newest[job_id] = max(number, newest.get(job_id, 0))
+        renewal = self._store.renew_leases(
+            self._owner, list(newest), self.now(), lease_seconds=self._lease, attempts=newest
+        )
+        for (job_id, number), attempt in running:
+            if job_id not in renewal.held or newest[job_id] != number:
                 attempt.token.cancel(ctxmod.LEASE_LOST)
             elif job_id in renewal.cancel_requested:
                 attempt.token.cancel(ctxmod.CANCELLED)

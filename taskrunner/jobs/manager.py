@@ -497,12 +497,11 @@ class JobManager(Attempts):
         is asked to stop (its token is cancelled) and becomes CANCELLED when its
         handler stops.  Returns the job as stored after the request."""
         job = self._io(lambda: self._store.cancel(job_id, self.now()), "cancel").result()
-        with self._lock:
-            attempt = self._active.get(job_id)
-        if attempt is not None:
+        running = self._running(job_id)
+        for attempt in running:
             attempt.token.cancel(ctxmod.CANCELLED)
         if job.is_final:
-            if job.state is JobState.CANCELLED and attempt is None:
+            if job.state is JobState.CANCELLED and not running:
                 self._job_metric(job)
             self._resolve(job, None)
         return job
@@ -515,10 +514,10 @@ class JobManager(Attempts):
 
     def _deadline_passed(self, job_id: str) -> None:
         """Control layer: the submitter's deadline passed."""
-        with self._lock:
-            attempt = self._active.get(job_id)
-        if attempt is not None:
+        running = self._running(job_id)
+        for attempt in running:
             attempt.token.cancel(ctxmod.DEADLINE)
+        if running:
             return
 
         def cancel_if_pending() -> None:

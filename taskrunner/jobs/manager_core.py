@@ -75,7 +75,7 @@ class ManagerCore:
     _lock: threading.Lock
     _changed: threading.Condition
     _handlers: dict[str, HandlerEntry]
-    _active: dict[str, RunningAttempt]
+    _active: dict[tuple[str, int], RunningAttempt]  # by (job id, attempt)
     _futures: dict[str, Future[Any]]
     _submit_contexts: dict[str, contextvars.Context]
     _pending_inserts: list[tuple[list[Job], Future[None]]]

@@ -137,6 +137,7 @@ from taskrunner.jobs.store import (
     after_renew,
     after_retry,
     check_attempt,
+    check_attempts,
     check_completions,
     check_filters,
     check_job_id,
@@ -151,6 +152,7 @@ from taskrunner.jobs.store import (
     claim_order_key,
     decode_cursor,
     encode_cursor,
+    on_attempt,
 )
 
 __all__ = [
@@ -795,18 +797,25 @@ class PostgresJobStore:
         return self._transaction("claim", claim)
 
     def renew_leases(
-        self, owner: str, job_ids: Iterable[str], now: float, *, lease_seconds: float
+        self,
+        owner: str,
+        job_ids: Iterable[str],
+        now: float,
+        *,
+        lease_seconds: float,
+        attempts: Mapping[str, int] | None = None,
     ) -> LeaseRenewal:
         _check_pg_name("owner", check_owner(owner))
         ids = list(dict.fromkeys(_check_pg_name("job_id", check_job_id(i)) for i in job_ids))
         now = check_now(now)
         lease = check_lease(lease_seconds)
+        on = check_attempts(attempts)
         if not ids:
             self._check_open()
             return LeaseRenewal(frozenset(), frozenset())
 
         def renew(tx: _Tx) -> LeaseRenewal:
-            held = tx.jobs(self._sql.held, (ids, owner))
+            held = on_attempt(tx.jobs(self._sql.held, (ids, owner)), on)
             tx.update_many([(job, after_renew(job, now, lease)) for job in held])
             return LeaseRenewal(
                 frozenset(job.id for job in held),

@@ -47,7 +47,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -84,6 +84,7 @@ from taskrunner.jobs.store import (
     after_renew,
     after_retry,
     check_attempt,
+    check_attempts,
     check_completions,
     check_filters,
     check_job_id,
@@ -98,6 +99,7 @@ from taskrunner.jobs.store import (
     corrupt_reason,
     decode_cursor,
     encode_cursor,
+    on_attempt,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "Migration", "SQLiteJobStore"]
@@ -653,24 +655,32 @@ class SQLiteJobStore:
         return self._transaction("claim", claim)
 
     def renew_leases(
-        self, owner: str, job_ids: Iterable[str], now: float, *, lease_seconds: float
+        self,
+        owner: str,
+        job_ids: Iterable[str],
+        now: float,
+        *,
+        lease_seconds: float,
+        attempts: Mapping[str, int] | None = None,
     ) -> LeaseRenewal:
         check_owner(owner)
         ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
         now = check_now(now)
         lease = check_lease(lease_seconds)
+        on = check_attempts(attempts)
 
         def renew(tx: _Tx) -> LeaseRenewal:
-            held: list[Job] = []
+            found: list[Job] = []
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 marks = ", ".join("?" * len(chunk))
-                held.extend(
+                found.extend(
                     tx.jobs(
                         f"{_SELECT} WHERE id IN ({marks}) AND state = 'running' AND owner = ?",
                         [*chunk, owner],
                     )
                 )
+            held = on_attempt(found, on)
             for job in held:
                 tx.update(after_renew(job, now, lease))
             return LeaseRenewal(

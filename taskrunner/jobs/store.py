@@ -56,7 +56,7 @@ choose the jobs (in SQL, or in memory) and to write the results atomically.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
@@ -203,11 +203,20 @@ class JobStore(Protocol):
         ...
 
     def renew_leases(
-        self, owner: str, job_ids: Iterable[str], now: float, *, lease_seconds: float
+        self,
+        owner: str,
+        job_ids: Iterable[str],
+        now: float,
+        *,
+        lease_seconds: float,
+        attempts: Mapping[str, int] | None = None,
     ) -> LeaseRenewal:
         """Extend to ``now + lease_seconds`` the leases ``owner`` still holds among ``job_ids``.
 
-        Unknown ids and jobs no longer held are simply not in ``held``.
+        Unknown ids and jobs no longer held are simply not in ``held``.  With
+        ``attempts`` (job id -> attempt), a job is held only on that attempt:
+        the fencing token that tells an owner's stale attempt of a job from its
+        current one (a job reclaimed by the same owner after its lease ran out).
         """
         ...
 
@@ -483,6 +492,28 @@ def matches(
 
 def is_due(job: Job, now: float) -> bool:
     return job.state is JobState.PENDING and job.run_at <= now
+
+
+def check_attempts(attempts: object) -> dict[str, int] | None:
+    """Validate ``renew_leases``'s ``attempts``: a mapping of job id to attempt (or None)."""
+    if attempts is None:
+        return None
+    if not isinstance(attempts, Mapping):
+        raise TypeError(f"attempts must be a mapping of job id to attempt, not {attempts!r}")
+    checked: dict[str, int] = {}
+    for job_id, attempt in attempts.items():
+        number = check_attempt(attempt)
+        if number is None:
+            raise TypeError(f"attempts[{job_id!r}] must be an int, not None")
+        checked[check_job_id(job_id)] = number
+    return checked
+
+
+def on_attempt(jobs: Iterable[Job], attempts: Mapping[str, int] | None) -> list[Job]:
+    """The jobs among ``jobs`` that are on the attempt ``attempts`` names (all if None)."""
+    if attempts is None:
+        return list(jobs)
+    return [job for job in jobs if attempts.get(job.id, job.attempt) == job.attempt]
 
 
 def check_holder(job: Job, owner: str, attempt: int | None) -> None:

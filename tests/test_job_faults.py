@@ -1,0 +1,102 @@
+"""JobManager under faults that a single process can stage deterministically:
+a lease lost while the handler still runs (same-worker reclaim), claims whose
+outcome was lost, stale outcomes, cancels a handler ignores, specialised
+workers sharing a store, and use after shutdown.  The multi-process version is
+the fault harness (``tests/chaos``, ``make chaos``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskrunner import ThreadPool
+from taskrunner.jobs import (
+    JobContext,
+    JobManager,
+    JobState,
+    MemoryJobStore,
+    SQLiteJobStore,
+)
+
+WAIT = 15.0
+
+pytestmark = [
+    pytest.mark.thread_unsafe(reason="each test owns its managers, stores and pools"),
+]
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPool]:
+    p = ThreadPool(4, name="faultpool").start()
+    yield p
+    p.shutdown(timeout=WAIT)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    s = MemoryJobStore() if request.param == "memory" else SQLiteJobStore(tmp_path / "jobs.db")
+    yield s
+    s.close()
+
+
+class Gates:
+    """Handler bookkeeping: which attempts started, and a gate per attempt."""
+
+    def __init__(self, held: tuple[int, ...]) -> None:
+        self.lock = threading.Lock()
+        self.starts: list[int] = []
+        self.contexts: dict[int, JobContext] = {}
+        self.started = {n: threading.Event() for n in range(1, 10)}
+        self.gates = {n: threading.Event() for n in held}
+
+    def handler(self, ctx: JobContext, args: Any) -> str:
+        with self.lock:
+            self.starts.append(ctx.attempt)
+            self.contexts[ctx.attempt] = ctx
+        self.started[ctx.attempt].set()
+        gate = self.gates.get(ctx.attempt)
+        if gate is not None:
+            assert gate.wait(WAIT)
+        return f"attempt {ctx.attempt}"
+
+
+# ---- 1. running attempts are keyed by (job, attempt) --------------------------------------------
+
+
+def test_same_worker_reclaim_fences_the_old_attempt_and_keeps_the_new_one(
+    store: Any, pool: ThreadPool
+) -> None:
+    """Attempt 1 stalls past its lease; this manager reclaims the job as attempt 2.
+    Attempt 1 is told its lease is lost, its late outcome changes nothing, and
+    attempt 2 keeps its lease: no attempt 3 starts, and attempt 2's result is stored."""
+    m = JobManager(store, pool, lease_seconds=0.3, poll_interval=0.05)
+    g = Gates(held=(1, 2))
+    m.register("t", g.handler)
+    m.start()
+    try:
+        h = m.submit("t", max_attempts=5)
+        assert g.started[1].wait(WAIT)
+        # The lease of attempt 1 runs out (as if its process had been paused).
+        [recovered] = store.recover_expired(m.now() + 1.0)  # due again 1 s from now
+        assert recovered.state is JobState.PENDING and recovered.attempt == 1
+        assert g.started[2].wait(WAIT)  # this manager claimed it again
+        assert g.contexts[1].token.wait(WAIT), "attempt 1 was not told its lease is lost"
+        assert g.contexts[1].token.reason == "lease lost"
+        assert not g.contexts[2].cancelled
+        g.gates[1].set()  # attempt 1 ends late; its outcome must not touch attempt 2
+        # Several leases pass: attempt 2 stays held (renewed), so nobody starts attempt 3.
+        assert not g.started[3].wait(2.0), "attempt 2 lost its lease while running"
+        job = m.get(h.id)
+        assert job.state is JobState.RUNNING and job.attempt == 2
+        g.gates[2].set()
+        assert h.result(WAIT) == "attempt 2"
+        assert m.get(h.id).attempt == 2
+        assert g.starts == [1, 2]
+    finally:
+        for gate in g.gates.values():
+            gate.set()
+        m.shutdown(timeout=WAIT)
