@@ -100,3 +100,51 @@ def test_same_worker_reclaim_fences_the_old_attempt_and_keeps_the_new_one(
         for gate in g.gates.values():
             gate.set()
         m.shutdown(timeout=WAIT)
+
+
+# ---- 5. specialised workers claim only the types they can run ---------------------------------
+
+
+class NoticingStore(SQLiteJobStore):
+    """A SQLite store that tells when it has answered a claim_due."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.claimed = threading.Event()
+
+    def claim_due(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().claim_due(*args, **kwargs)
+        finally:
+            self.claimed.set()
+
+
+def test_specialised_workers_claim_only_the_job_types_they_handle(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    pool_a = ThreadPool(2, name="only-a").start()
+    pool_b = ThreadPool(2, name="only-b").start()
+    store_a = SQLiteJobStore(path)
+    store_b = NoticingStore(path)
+    a = JobManager(store_a, pool_a, poll_interval=0.05, lease_seconds=5)
+    b = JobManager(store_b, pool_b, poll_interval=0.05, lease_seconds=5)
+    a.register("only_a", lambda ctx, args: "ran on A")
+    b.register("only_b", lambda ctx, args: "ran on B")
+    try:
+        handles = [a.submit("only_a", n) for n in range(5)]  # A is not started yet
+        b.start()
+        for _ in range(3):  # B has looked for due jobs since they were stored
+            store_b.claimed.clear()
+            assert store_b.claimed.wait(WAIT)
+        assert store_b.count_jobs(states=["pending"], types=["only_a"]) == 5
+        assert b.stats()["failed"] == 0
+        b_job = b.submit("only_b")
+        assert b_job.result(WAIT) == "ran on B"
+        a.start()
+        assert [h.result(WAIT) for h in handles] == ["ran on A"] * 5
+    finally:
+        a.shutdown(timeout=WAIT)
+        b.shutdown(timeout=WAIT)
+        pool_a.shutdown(timeout=WAIT)
+        pool_b.shutdown(timeout=WAIT)
+        store_a.close()
+        store_b.close()

@@ -374,6 +374,23 @@ def test_claim_due_takes_priority_then_due_time_then_creation_order(store: JobSt
     assert ids(store.claim_due("w2", T0 + 100, limit=10, lease_seconds=LEASE)) == ["future"]
 
 
+def test_claim_due_takes_only_the_job_types_asked_for(store: JobStore) -> None:
+    store.insert_many(
+        [mk("a1", type="only_a"), mk("b1", type="only_b", priority=5), mk("a2", type="only_a")]
+    )
+    store.insert(mk("c1", type="other"))
+    assert store.claim_due("w", T0 + 10, limit=10, lease_seconds=LEASE, types=[]) == []
+    took = store.claim_due("w", T0 + 10, limit=10, lease_seconds=LEASE, types=["only_a", "x"])
+    assert ids(took) == ["a1", "a2"]
+    assert ids(store.claim_due("w", T0 + 10, limit=10, lease_seconds=LEASE, types={"only_b"})) == [
+        "b1"
+    ]
+    assert store.get("c1").state is JobState.PENDING
+    with pytest.raises(TypeError, match="types"):
+        store.claim_due("w", T0 + 10, limit=1, lease_seconds=LEASE, types="other")
+    assert ids(store.claim_due("w", T0 + 10, limit=10, lease_seconds=LEASE)) == ["c1"]
+
+
 def test_claim_due_from_eight_threads_claims_each_job_exactly_once(store: JobStore) -> None:
     store.insert_many([mk(f"j{i:03d}", priority=i % 3) for i in range(240)])
     start = threading.Barrier(8)

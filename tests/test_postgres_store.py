@@ -193,6 +193,21 @@ def test_the_import_error_names_the_extra() -> None:
 # ---------------------------------------------------------------- schema and migrations
 
 
+def test_claiming_by_type_reads_the_type_index(
+    store: PostgresJobStore, raw: Any, schema: str
+) -> None:
+    """Among many pending jobs of other types, a typed claim reads the type index
+    (rather than the claim order, where the wanted jobs would be few and far apart)."""
+    store.insert_many([mk(f"x{n:05d}", type="common") for n in range(5000)])
+    store.insert_many([mk(f"y{n:05d}", type=f"t{n % 2 + 1}") for n in range(20)])
+    raw.execute(f'ANALYZE "{schema}".jobs')
+    sql = store._sql.claim_due_of_types.replace("%s", "{}").format("1e12", "ARRAY['t1', 't2']", "5")
+    plan = "\n".join(row[0] for row in raw.execute("EXPLAIN " + sql).fetchall())
+    assert "jobs_claim_by_type" in plan, plan
+    claimed = store.claim_due("w", T0, limit=5, lease_seconds=LEASE, types=["t1", "t2"])
+    assert len(claimed) == 5 and {job.type for job in claimed} <= {"t1", "t2"}
+
+
 def test_schema_has_the_indexes_constraints_and_version(
     store: PostgresJobStore, raw: Any, schema: str
 ) -> None:
@@ -210,6 +225,7 @@ def test_schema_has_the_indexes_constraints_and_version(
         "jobs_leases",
         "jobs_finished",
         "jobs_idempotency_key",
+        "jobs_claim_by_type",
     } <= set(indexes)
     assert "UNIQUE" in indexes["jobs_idempotency_key"]
     assert "'pending'" in indexes["jobs_idempotency_key"]

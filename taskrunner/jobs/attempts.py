@@ -64,18 +64,23 @@ class Attempts(ManagerCore):
             self._io(self._dispatch, "claim_due")
 
     def _dispatch(self) -> None:
-        """IO layer: claim as many due jobs as there is room for and start them."""
+        """IO layer: claim as many due jobs as there is room for and start them.
+
+        Only jobs of the types this manager has handlers for are claimed (in
+        the store's query), so managers with different handlers can share a
+        store; a job whose type no running manager handles stays pending."""
         with self._lock:
             self._dispatch_posted = False
             room = self._max_concurrent - len(self._active)
             claiming = self._claiming
-        if room <= 0 or not claiming:
+            types = frozenset(self._handlers)
+        if room <= 0 or not claiming or not types:
             return
         now = self.now()
         while True:
             try:
                 jobs = self._store.claim_due(
-                    self._owner, now, limit=room, lease_seconds=self._lease
+                    self._owner, now, limit=room, lease_seconds=self._lease, types=types
                 )
             except CorruptJobError as exc:
                 self._fail_corrupt(exc, now)

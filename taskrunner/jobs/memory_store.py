@@ -54,6 +54,7 @@ from taskrunner.jobs.store import (
     check_owner,
     check_result,
     check_text,
+    check_types,
     claim_order_key,
     decode_cursor,
     encode_cursor,
@@ -204,14 +205,30 @@ class MemoryJobStore:
                 1 for job in self._jobs.values() if matches(job, state_set, type_set, since_f)
             )
 
-    def claim_due(self, owner: str, now: float, *, limit: int, lease_seconds: float) -> list[Job]:
+    def claim_due(
+        self,
+        owner: str,
+        now: float,
+        *,
+        limit: int,
+        lease_seconds: float,
+        types: Iterable[str] | None = None,
+    ) -> list[Job]:
         check_owner(owner)
         now = check_now(now)
         limit = check_limit(limit)
         lease = check_lease(lease_seconds)
+        wanted = check_types(types)
         with self._lock:
             self._check_open()
-            due = sorted((j for j in self._jobs.values() if is_due(j, now)), key=claim_order_key)
+            due = sorted(
+                (
+                    j
+                    for j in self._jobs.values()
+                    if is_due(j, now) and (wanted is None or j.type in wanted)
+                ),
+                key=claim_order_key,
+            )
             claimed = [after_claim(job, owner, now, lease) for job in due[:limit]]
             self._write("claim_due", claimed)
             return claimed

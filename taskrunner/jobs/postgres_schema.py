@@ -101,6 +101,15 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             " WHERE idempotency_key IS NOT NULL AND state IN ('pending', 'running')",
         ),
     ),
+    Migration(
+        2,
+        "claiming by job type",
+        (
+            # claim_due(types=...): pending jobs of the worker's types in claim order.
+            "CREATE INDEX jobs_claim_by_type ON {schema}.jobs"
+            " (type, priority DESC, run_at, created_at, id) WHERE state = 'pending'",
+        ),
+    ),
 )
 
 #: The schema version this code writes (the last migration's).

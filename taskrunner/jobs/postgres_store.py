@@ -149,6 +149,7 @@ from taskrunner.jobs.store import (
     check_owner,
     check_result,
     check_text,
+    check_types,
     claim_order_key,
     decode_cursor,
     encode_cursor,
@@ -276,6 +277,10 @@ class _Sql:
         self.get_for_update = f"{self.select} WHERE id = %s FOR UPDATE"
         self.claim_due = (
             f"{self.select} WHERE state = 'pending' AND run_at <= %s"
+            " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
+        )
+        self.claim_due_of_types = (
+            f"{self.select} WHERE state = 'pending' AND run_at <= %s AND type = ANY(%s)"
             " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
         )
         self.held = (
@@ -766,14 +771,33 @@ class PostgresJobStore:
         count: int = self._read("count_jobs", lambda tx: tx.rows(sql, params)[0][0])
         return count
 
-    def claim_due(self, owner: str, now: float, *, limit: int, lease_seconds: float) -> list[Job]:
+    def claim_due(
+        self,
+        owner: str,
+        now: float,
+        *,
+        limit: int,
+        lease_seconds: float,
+        types: Iterable[str] | None = None,
+    ) -> list[Job]:
         _check_pg_name("owner", check_owner(owner))
         now = check_now(now)
         limit = check_limit(limit)
         lease = check_lease(lease_seconds)
+        wanted = check_types(types)
+        if wanted is not None:
+            for name in wanted:
+                _check_pg_name("types item", name)
+            if not wanted:
+                self._check_open()
+                return []
 
         def claim(tx: _Tx) -> list[Job]:
-            due = sorted(tx.jobs(self._sql.claim_due, (now, limit)), key=claim_order_key)
+            if wanted is None:
+                rows = tx.jobs(self._sql.claim_due, (now, limit))
+            else:  # answered from jobs_claim_by_type
+                rows = tx.jobs(self._sql.claim_due_of_types, (now, sorted(wanted), limit))
+            due = sorted(rows, key=claim_order_key)
             changes = [(job, after_claim(job, owner, now, lease)) for job in due]
             tx.update_many(changes)
             return [new for _, new in changes]

@@ -185,13 +185,25 @@ class JobStore(Protocol):
         """How many jobs match the filters (as for :meth:`list_jobs`)."""
         ...
 
-    def claim_due(self, owner: str, now: float, *, limit: int, lease_seconds: float) -> list[Job]:
+    def claim_due(
+        self,
+        owner: str,
+        now: float,
+        *,
+        limit: int,
+        lease_seconds: float,
+        types: Iterable[str] | None = None,
+    ) -> list[Job]:
         """Claim up to ``limit`` due jobs for ``owner``, atomically; returns them in claim order.
 
         Due jobs are ``PENDING`` with ``run_at <= now``, taken by priority
         (highest first), then ``run_at``, ``created_at`` and id.  Each becomes
         ``RUNNING`` with ``owner``, ``lease_expires_at = now + lease_seconds``
-        and ``attempt + 1``.  No job is ever returned to two claimers.
+        and ``attempt + 1``.  No job is ever returned to two claimers.  With
+        ``types``, only jobs of those types are claimed (an empty collection
+        claims nothing): a worker takes only what it has handlers for, and a
+        job whose type no worker handles stays pending.  The stores answer it
+        from an index on ``(type, claim order)`` of pending jobs.
         """
         ...
 
@@ -440,6 +452,12 @@ def check_filters(
     type_set = None if types is None else frozenset(check_name("types item", t) for t in types)
     since_f = None if since is None else check_time("since", since)
     return state_set, type_set, since_f
+
+
+def check_types(types: object) -> frozenset[str] | None:
+    """Normalise ``claim_due``'s ``types`` (``None``: every type)."""
+    _, type_set, _ = check_filters(None, types, None)  # type: ignore[arg-type]
+    return type_set
 
 
 def encode_cursor(job: Job) -> str:
