@@ -148,3 +148,20 @@ def test_specialised_workers_claim_only_the_job_types_they_handle(tmp_path: Path
         pool_b.shutdown(timeout=WAIT)
         store_a.close()
         store_b.close()
+
+
+# ---- 6. use after shutdown ---------------------------------------------------------------------
+
+
+def test_register_after_shutdown_raises_runner_closed(store: Any, pool: ThreadPool) -> None:
+    from taskrunner.errors import RunnerClosedError
+
+    m = JobManager(store, pool, poll_interval=0.05)
+    m.register("before", lambda ctx, args: None)
+    m.start()
+    m.shutdown(timeout=WAIT)
+    with pytest.raises(RunnerClosedError, match="register"):
+        m.register("after", lambda ctx, args: None)
+    with pytest.raises(RunnerClosedError, match="register"):
+        m.handler("after-decorated")(lambda ctx, args: None)
+    assert m.job_types == ["before"]

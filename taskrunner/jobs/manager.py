@@ -220,7 +220,11 @@ class JobManager(Attempts):
     ) -> None:
         """Register ``fn(ctx, args)`` for ``job_type``.  ``may_block`` (the
         default, since jobs usually do I/O) runs it on the pool's blocking
-        group; ``retry`` overrides the manager's policy for this type."""
+        group; ``retry`` overrides the manager's policy for this type.
+
+        Thread-safe; a handler registered after :meth:`start` is used from the
+        next claim on.  Raises ``ValueError`` if ``job_type`` already has a
+        handler, and ``RunnerClosedError`` after :meth:`shutdown`."""
         if not isinstance(job_type, str) or not job_type:
             raise TypeError("job_type must be a non-empty str")
         if not callable(fn):
@@ -228,6 +232,8 @@ class JobManager(Attempts):
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError("retry must be a RetryPolicy")
         with self._lock:
+            if not self._accepting:
+                raise RunnerClosedError(f"JobManager: cannot register {job_type!r} after shutdown")
             if job_type in self._handlers:
                 raise ValueError(f"a handler for job type {job_type!r} is already registered")
             self._handlers[job_type] = HandlerEntry(fn, may_block, retry)
