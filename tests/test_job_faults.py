@@ -6,8 +6,10 @@ the fault harness (``tests/chaos``, ``make chaos``)."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     s = MemoryJobStore() if request.param == "memory" else SQLiteJobStore(tmp_path / "jobs.db")
     yield s
     s.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` until it holds (a generous timeout, never a timing assertion)."""
+    end = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 class Gates:
@@ -88,6 +98,7 @@ def test_same_worker_reclaim_fences_the_old_attempt_and_keeps_the_new_one(
         assert g.contexts[1].token.reason == "lease lost"
         assert not g.contexts[2].cancelled
         g.gates[1].set()  # attempt 1 ends late; its outcome must not touch attempt 2
+        wait_for(lambda: m.stats().get("stale") == 1, "attempt 1's outcome to be dropped")
         # Several leases pass: attempt 2 stays held (renewed), so nobody starts attempt 3.
         assert not g.started[3].wait(2.0), "attempt 2 lost its lease while running"
         job = m.get(h.id)
@@ -165,3 +176,41 @@ def test_register_after_shutdown_raises_runner_closed(store: Any, pool: ThreadPo
     with pytest.raises(RunnerClosedError, match="register"):
         m.handler("after-decorated")(lambda ctx, args: None)
     assert m.job_types == ["before"]
+
+
+# ---- 3. a stale outcome is logged and counted --------------------------------------------------
+
+
+def test_an_outcome_refused_for_a_lost_lease_is_logged_and_counted(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While attempt 1 runs, its lease is lost and another owner claims the job:
+    the store refuses attempt 1's outcome, and the manager says so."""
+    from taskrunner.metrics import InProcessMetrics
+
+    metrics = InProcessMetrics()
+    pool = ThreadPool(2, name="stale", metrics=metrics).start()
+    m = JobManager(store, pool, lease_seconds=5, poll_interval=0.05)
+
+    def handler(ctx: JobContext, args: Any) -> str:
+        later = m.now() + 10
+        store.recover_expired(later)
+        assert store.claim(ctx.job_id, "other-owner", later, lease_seconds=60) is not None
+        return "late"
+
+    m.register("t", handler)
+    caplog.set_level(logging.WARNING, logger="taskrunner.jobs")
+    try:
+        m.start()
+        h = m.submit("t", max_attempts=3)
+        wait_for(lambda: m.stats().get("stale") == 1, "the stale outcome to be counted")
+        job = m.get(h.id)
+        assert job.state is JobState.RUNNING and job.owner == "other-owner" and job.attempt == 2
+        [record] = [r for r in caplog.records if "stale outcome" in r.getMessage()]
+        text = record.getMessage()
+        assert h.id in text and "attempt 1" in text and m.owner in text, text
+        assert getattr(record, "attempt", None) == 1
+        assert metrics.snapshot().job_attempts.get(("t", "stale")) == 1
+    finally:
+        m.shutdown(timeout=WAIT)
+        pool.shutdown(timeout=WAIT)

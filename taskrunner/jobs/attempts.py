@@ -218,7 +218,8 @@ class Attempts(ManagerCore):
             if reason == ctxmod.SHUTDOWN:
                 return  # left RUNNING: recovered after its lease (see shutdown())
             if reason == ctxmod.LEASE_LOST:
-                return  # someone else holds the job now
+                self._stale(attempt, "its lease was lost while it ran")
+                return  # the job was given out again: this attempt is fenced
             if kind == "ok":
                 try:
                     payload = self._serializer.dumps(value)
@@ -251,12 +252,7 @@ class Attempts(ManagerCore):
                 job, f"{type(error).__name__}: {error}", tb, retry=retry, policy=policy
             )
         except LeaseLostError as exc:
-            log.warning(
-                "job %s: lease lost before its outcome was stored (%s)",
-                job.id,
-                exc,
-                extra={"job_id": job.id, "attempt": job.attempt},
-            )
+            self._stale(attempt, str(exc))
         finally:
             self._forget(attempt)
 
@@ -294,6 +290,8 @@ class Attempts(ManagerCore):
                 self._job_metric(done, "succeeded")
                 self._count("succeeded")
                 self._resolve(done, value)
+            elif isinstance(done, LeaseLostError):
+                self._stale(attempt, str(done))
             else:
                 log.warning(
                     "job %s: its outcome could not be stored (%s)",
@@ -354,6 +352,28 @@ class Attempts(ManagerCore):
                 extra={"job_id": job.id, "attempt": job.attempt},
             )
             self._resolve(done, None)
+
+    def _stale(self, attempt: RunningAttempt, why: str) -> None:
+        """A late attempt's outcome was dropped (fenced: the job is no longer held
+        on this attempt): log it, count it in ``stats()["stale"]``, and report the
+        attempt to the metrics with outcome ``stale``."""
+        job = attempt.job
+        self._count("stale")
+        log.warning(
+            "job %s attempt %d: stale outcome dropped, owner %s no longer holds it (%s)",
+            job.id,
+            job.attempt,
+            self._owner,
+            why,
+            extra={"job_id": job.id, "attempt": job.attempt, "owner": self._owner},
+        )
+        metrics = self._metrics
+        if metrics is not None:
+            try:
+                seconds = time.monotonic() - attempt.started
+                metrics.job_attempt_finished(job.type, job.attempt, "stale", seconds)
+            except Exception:
+                log.exception("a metrics hook failed for job %s", job.id, extra={"job_id": job.id})
 
     def _running(self, job_id: str) -> list[RunningAttempt]:
         """The attempts of ``job_id`` running here (more than one only while an

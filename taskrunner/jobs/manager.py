@@ -192,6 +192,7 @@ class JobManager(Attempts):
             "retried": 0,
             "cancelled": 0,
             "recovered": 0,
+            "stale": 0,
             "store_retries": 0,
             "corrupt": 0,
         }
@@ -570,6 +571,10 @@ class JobManager(Attempts):
         )
 
     def stats(self) -> dict[str, Any]:
+        """Counters since construction: ``submitted``, ``succeeded``, ``failed``,
+        ``retried``, ``cancelled``, ``recovered`` (dead owners' jobs taken back),
+        ``stale`` (late outcomes of fenced attempts, dropped), ``store_retries``,
+        ``corrupt``; ``active`` attempts now and this manager's ``owner``."""
         with self._lock:
             stats: dict[str, Any] = dict(self._stats)
             stats["active"] = len(self._active)
