@@ -214,3 +214,48 @@ def test_an_outcome_refused_for_a_lost_lease_is_logged_and_counted(
     finally:
         m.shutdown(timeout=WAIT)
         pool.shutdown(timeout=WAIT)
+
+
+# ---- 4. cancelling a running job: the rule ----------------------------------------------------
+
+
+def test_a_handler_that_ignores_a_cancel_succeeds_with_the_request_on_record(
+    store: Any, pool: ThreadPool
+) -> None:
+    from taskrunner.jobs import JobCancelled
+
+    m = JobManager(store, pool, lease_seconds=5, poll_interval=0.05)
+    started = {"ignore": threading.Event(), "fail": threading.Event()}
+
+    def ignore(ctx: JobContext, args: Any) -> str:
+        started["ignore"].set()
+        assert ctx.token.wait(WAIT)  # sees the request, and carries on regardless
+        return "done anyway"
+
+    def fail(ctx: JobContext, args: Any) -> str:
+        started["fail"].set()
+        assert ctx.token.wait(WAIT)
+        raise RuntimeError("stopped by an error of its own")
+
+    m.register("ignore", ignore)
+    m.register("fail", fail)
+    m.start()
+    try:
+        h = m.submit("ignore")
+        assert started["ignore"].wait(WAIT)
+        asked = m.cancel(h.id)
+        assert asked.state is JobState.RUNNING and asked.cancel_requested
+        assert h.result(WAIT) == "done anyway"
+        job = m.get(h.id)
+        assert job.state is JobState.SUCCEEDED and job.cancel_requested
+        assert job.result == b'"done anyway"'
+
+        f = m.submit("fail", max_attempts=3)
+        assert started["fail"].wait(WAIT)
+        m.cancel(f.id)
+        with pytest.raises(JobCancelled):
+            f.result(WAIT)
+        job = m.get(f.id)
+        assert job.state is JobState.CANCELLED and job.cancel_requested and job.attempt == 1
+    finally:
+        m.shutdown(timeout=WAIT)

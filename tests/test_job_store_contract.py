@@ -621,12 +621,35 @@ def test_cancel_pending_running_and_finished_jobs(store: JobStore) -> None:
     assert asked.state is JobState.RUNNING and asked.cancel_requested
     assert store.get("r").cancel_requested
     stopped = store.mark_cancelled("r", "w1", T0 + 3, "stopped on request")
-    assert stopped.state is JobState.CANCELLED and not stopped.cancel_requested
+    assert stopped.state is JobState.CANCELLED and stopped.cancel_requested  # kept on record
     assert stopped.last_error == "stopped on request" and stopped.owner is None
 
-    # A failure after a cancellation request is never retried.
+    # A failure after a cancellation request is never retried: the job is cancelled,
+    # with the attempt's error kept.
     store.cancel("r2", T0 + 2)
-    assert store.fail("r2", "w1", T0 + 3, "boom", retry_at=T0 + 4).state is JobState.FAILED
+    failed = store.fail("r2", "w1", T0 + 3, "boom", retry_at=T0 + 4)
+    assert failed.state is JobState.CANCELLED and failed.last_error == "boom"
+    assert failed.cancel_requested
+
+
+def test_a_request_to_cancel_stays_on_the_record_of_a_job_that_completed(
+    store: JobStore,
+) -> None:
+    """The handler ignored the request and returned: the job succeeded, and says it
+    was asked to stop.  A manual retry starts over without the request."""
+    store.insert(mk("r", max_attempts=1))
+    claim_one(store, "r")
+    store.cancel("r", T0 + 1)
+    done = store.complete("r", "w1", T0 + 2, b"result")
+    assert done.state is JobState.SUCCEEDED and done.cancel_requested and done.result == b"result"
+    assert store.get("r") == done
+    store.insert(mk("f", max_attempts=1))
+    claim_one(store, "f")
+    store.cancel("f", T0 + 1)
+    [recovered] = store.recover_expired(T0 + LEASE)
+    assert recovered.state is JobState.CANCELLED and recovered.cancel_requested
+    again = store.retry("f", T0 + LEASE)
+    assert again.state is JobState.PENDING and not again.cancel_requested
     with pytest.raises(UnknownJobError):
         store.cancel("nope", T0)
 

@@ -327,6 +327,11 @@ class Attempts(ManagerCore):
             job.id, self._owner, now, error, tb, retry_at=retry_at, attempt=job.attempt
         )
         timed_out = error.startswith(("JobTimeout", "TimeoutError"))
+        if done.state is JobState.CANCELLED:  # its cancel was requested (store rule)
+            self._job_metric(done, "cancelled")
+            self._count("cancelled")
+            self._resolve(done, None)
+            return
         if done.state is JobState.PENDING:
             self._job_metric(done, "timeout" if timed_out else "retrying")
         else:

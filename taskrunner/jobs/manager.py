@@ -500,9 +500,17 @@ class JobManager(Attempts):
     # ---- cancellation, retry, deadlines ------------------------------------------------------
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel a job: a pending one becomes CANCELLED at once; a running one
-        is asked to stop (its token is cancelled) and becomes CANCELLED when its
-        handler stops.  Returns the job as stored after the request."""
+        """Cancel a job; returns the job as stored after the request.
+
+        A pending job becomes CANCELLED at once; a final one is left as it is.
+        A running one is asked to stop: the request is stored
+        (``cancel_requested``, seen by its owner's heartbeat in any process)
+        and its attempt's token is cancelled.  How the attempt ends decides the
+        state: if the handler stops by raising (``ctx.check()`` raises
+        :class:`JobCancelled`; any error counts), the job becomes CANCELLED and
+        is not retried; if the handler ignores the request and returns, the
+        work was done and the job becomes SUCCEEDED with its result.  Either
+        way the stored job keeps ``cancel_requested=True``."""
         job = self._io(lambda: self._store.cancel(job_id, self.now()), "cancel").result()
         running = self._running(job_id)
         for attempt in running:

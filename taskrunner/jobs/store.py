@@ -46,6 +46,13 @@ The guarantees every store gives:
   with :meth:`~JobStore.fail_corrupt`); :class:`StoreError` when the storage
   failed (worth a retry); :class:`taskrunner.errors.ClosedError` after
   :meth:`~JobStore.close`.
+* **Cancelling a running job** is a request: :meth:`~JobStore.cancel` sets
+  ``cancel_requested`` and the owner decides how the attempt ends.  A
+  completed attempt makes the job ``SUCCEEDED`` (the work was done); a failed
+  one, or one the owner stops, makes it ``CANCELLED`` (never retried), as does
+  recovering it after its owner died.  The request stays on the record either
+  way: ``cancel_requested`` is kept through the final state, and cleared only
+  when a manual :meth:`~JobStore.retry` starts the job over.
 * **Thread-safety.**  Every method may be called from any thread.
 
 The functions after the protocol compute what one operation does to one job.
@@ -243,6 +250,8 @@ class JobStore(Protocol):
     ) -> Job:
         """``RUNNING -> SUCCEEDED`` with ``result``, by the owner holding the job.
 
+        A requested cancellation does not stop this (the work was done); the
+        request stays on the record (``cancel_requested``).
         :class:`LeaseLostError` unless the job is running and held by
         ``owner`` (and, when ``attempt`` is given, is on that attempt: a
         fencing token against a stale run by the same owner).
@@ -262,10 +271,10 @@ class JobStore(Protocol):
     ) -> Job:
         """Record a failed attempt, by the owner holding the job.
 
-        With ``retry_at``, if an attempt is left and no cancellation was
-        requested, the job goes back to ``PENDING`` due at ``retry_at``;
-        otherwise it becomes ``FAILED``.  ``error`` and ``traceback`` are
-        stored either way.  Ownership is checked as for :meth:`complete`.
+        If its cancellation was requested, the job becomes ``CANCELLED``.
+        Otherwise, with ``retry_at`` and an attempt left, it goes back to
+        ``PENDING`` due at ``retry_at``; else it becomes ``FAILED``.  ``error``
+        and ``traceback`` are stored in every case.  Ownership is checked as for :meth:`complete`.
         """
         ...
 
@@ -292,9 +301,10 @@ class JobStore(Protocol):
 
         ``PENDING`` becomes ``CANCELLED`` at once.  A ``RUNNING`` job gets
         ``cancel_requested`` (its owner sees it through
-        :meth:`renew_leases` or :meth:`get`, stops, and calls
-        :meth:`mark_cancelled`).  A final job is returned unchanged: cancelling
-        is idempotent, and the caller reads the outcome from the state.
+        :meth:`renew_leases` or :meth:`get` and asks the handler to stop; the
+        attempt's end decides the state, see the module docstring).  A final
+        job is returned unchanged: cancelling is idempotent, and the caller
+        reads the outcome from the state.
         """
         ...
 
@@ -558,7 +568,9 @@ def _to(job: Job, state: JobState, now: float, **changes: object) -> Job:
         "finished_at": now if final else None,
         "owner": job.owner if running else None,
         "lease_expires_at": job.lease_expires_at if running else None,
-        "cancel_requested": job.cancel_requested if running else False,
+        # A cancel request stays on the record through the final state (see the
+        # module docstring); a job going back to PENDING starts without one.
+        "cancel_requested": job.cancel_requested if running or final else False,
     }
     defaults.update(changes)
     return dataclasses.replace(job, **defaults)  # type: ignore[arg-type]
@@ -633,7 +645,9 @@ def after_fail(
     attempt: int | None,
 ) -> Job:
     check_holder(job, owner, attempt)
-    if retry_at is not None and job.attempt < job.max_attempts and not job.cancel_requested:
+    if job.cancel_requested:  # the attempt stopped (by an error) after the request
+        return _to(job, JobState.CANCELLED, now, last_error=error, error_traceback=traceback)
+    if retry_at is not None and job.attempt < job.max_attempts:
         return _to(
             job,
             JobState.PENDING,
