@@ -259,3 +259,103 @@ def test_a_handler_that_ignores_a_cancel_succeeds_with_the_request_on_record(
         assert job.state is JobState.CANCELLED and job.cancel_requested and job.attempt == 1
     finally:
         m.shutdown(timeout=WAIT)
+
+
+# ---- 2. a claim whose commit outcome was lost ---------------------------------------------------
+
+
+def lost_ack_store(kind: str, path: Path) -> Any:
+    """A store whose next ``lose_acks`` claims commit, then raise StoreError, as
+    a connection lost during COMMIT does (the claim landed; the caller cannot know)."""
+    from taskrunner.jobs import StoreError
+
+    base: type[Any] = MemoryJobStore if kind == "memory" else SQLiteJobStore
+
+    class LostAck(base):  # type: ignore[misc, valid-type]
+        lose_acks = 0
+        lost = threading.Event()
+
+        def claim_due(self, *args: Any, **kwargs: Any) -> Any:
+            claimed = super().claim_due(*args, **kwargs)
+            if claimed and self.lose_acks > 0:
+                self.lose_acks -= 1
+                self.lost.set()
+                raise StoreError("claim_due: connection lost during COMMIT (injected)")
+            return claimed
+
+        lose_finish_acks = 0
+
+        def _finish(self, done: Any) -> Any:
+            if self.lose_finish_acks > 0:
+                self.lose_finish_acks -= 1
+                raise StoreError("complete: connection lost during COMMIT (injected)")
+            return done
+
+        def complete(self, *args: Any, **kwargs: Any) -> Any:
+            return self._finish(super().complete(*args, **kwargs))
+
+        def complete_many(self, *args: Any, **kwargs: Any) -> Any:
+            return self._finish(super().complete_many(*args, **kwargs))
+
+    return LostAck() if kind == "memory" else LostAck(path)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_claim_whose_commit_ack_was_lost_runs_at_once(
+    kind: str, tmp_path: Path, pool: ThreadPool
+) -> None:
+    """The claim committed but the manager saw an error: it finds the jobs it holds
+    and runs them now, not after their lease as if their owner had died (which
+    would spend the only attempt of a max_attempts=1 job without running it)."""
+    from taskrunner.jobs import RetryPolicy
+
+    store = lost_ack_store(kind, tmp_path / "jobs.db")
+    m = JobManager(
+        store,
+        pool,
+        lease_seconds=3600,
+        poll_interval=0.05,
+        store_retry=RetryPolicy(max_attempts=5, initial_delay=0.01, jitter=0),
+    )
+    ran: list[int] = []
+    m.register("t", lambda ctx, args: ran.append(ctx.attempt) or "ran")
+    try:
+        handles = [m.submit("t", n, max_attempts=1) for n in range(3)]
+        store.lose_acks = 1
+        m.start()
+        assert store.lost.wait(WAIT)
+        assert [h.result(WAIT) for h in handles] == ["ran"] * 3
+        assert sorted(ran) == [1, 1, 1]
+        assert [m.get(h.id).attempt for h in handles] == [1, 1, 1]
+    finally:
+        m.shutdown(timeout=WAIT)
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_completion_whose_commit_ack_was_lost_is_not_called_stale(
+    kind: str, tmp_path: Path, pool: ThreadPool
+) -> None:
+    """The retry of a completion that had landed meets its own effect: the job is
+    SUCCEEDED on this attempt, so the manager settles the job, not a stale outcome."""
+    from taskrunner.jobs import RetryPolicy
+
+    store = lost_ack_store(kind, tmp_path / "jobs.db")
+    store.lose_finish_acks = 1
+    m = JobManager(
+        store,
+        pool,
+        lease_seconds=3600,
+        poll_interval=0.05,
+        store_retry=RetryPolicy(max_attempts=5, initial_delay=0.01, jitter=0),
+    )
+    m.register("t", lambda ctx, args: "ran")
+    try:
+        m.start()
+        h = m.submit("t", max_attempts=1)
+        assert h.future.result(WAIT) == "ran"
+        assert m.get(h.id).state is JobState.SUCCEEDED
+        assert m.stats()["stale"] == 0 and m.stats()["store_retries"] >= 1
+    finally:
+        m.shutdown(timeout=WAIT)
+        store.close()

@@ -37,6 +37,7 @@ from taskrunner.jobs.manager_core import ManagerCore
 from taskrunner.jobs.model import Job
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.states import JobState
+from taskrunner.jobs.store import MAX_PAGE_SIZE
 
 __all__ = ["Attempts"]
 
@@ -70,6 +71,10 @@ class Attempts(ManagerCore):
         the store's query), so managers with different handlers can share a
         store; a job whose type no running manager handles stays pending."""
         with self._lock:
+            unknown = self._claim_unknown
+        if unknown:
+            self._adopt_held()
+        with self._lock:
             self._dispatch_posted = False
             room = self._max_concurrent - len(self._active)
             claiming = self._claiming
@@ -85,11 +90,63 @@ class Attempts(ManagerCore):
             except CorruptJobError as exc:
                 self._fail_corrupt(exc, now)
                 continue
+            except StoreError:
+                # The claim may have committed though we saw an error (a connection
+                # lost during COMMIT): before claiming again, find what we hold.
+                with self._lock:
+                    self._claim_unknown = True
+                raise
             break
         for job in jobs:
             self._start_attempt(job)
         if len(jobs) == room:
             self._kick()  # there may be more due jobs than room: claim again when freed
+
+    def _adopt_held(self) -> None:
+        """IO layer, after a claim whose outcome is unknown: start at once the jobs
+        the store says this manager holds but that do not run here.
+
+        Without this, a claim that committed unseen would leave its jobs RUNNING
+        under a live owner that does not know it has them, until their lease ran
+        out and recovery counted an attempt that never ran.  Attempts whose
+        outcome write was given up (``_abandoned``) are not run again: their
+        leases expire and recovery retries them, as documented."""
+        held: list[Job] = []
+        cursor: str | None = None
+        while True:
+            page = self._store.list_jobs(
+                states=[JobState.RUNNING], limit=MAX_PAGE_SIZE, after=cursor
+            )
+            held.extend(job for job in page.jobs if job.owner == self._owner)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        keys = {(job.id, job.attempt) for job in held}
+        with self._lock:
+            self._claim_unknown = False
+            self._abandoned &= keys  # forget the ones no longer held
+            orphans = [
+                job
+                for job in held
+                if (job.id, job.attempt) not in self._active
+                and (job.id, job.attempt) not in self._abandoned
+            ]
+        for job in orphans:
+            log.warning(
+                "job %s attempt %d: claimed by a commit whose outcome was lost; running it now",
+                job.id,
+                job.attempt,
+                extra={"job_id": job.id, "attempt": job.attempt},
+            )
+            self._count("adopted")
+            self._start_attempt(job)
+
+    def _abandon(self, attempt: RunningAttempt) -> None:
+        """The outcome write of ``attempt`` was given up: it stays RUNNING in the
+        store until its lease expires; never run it again here."""
+        with self._lock:
+            self._abandoned.add((attempt.job.id, attempt.job.attempt))
+        self._forget(attempt)
 
     def _fail_corrupt(self, exc: CorruptJobError, now: float) -> None:
         log.error(
@@ -178,7 +235,7 @@ class Attempts(ManagerCore):
             self._io(
                 lambda: self._finish_attempt(attempt, outcome),
                 "finish",
-                on_give_up=lambda exc: self._forget(attempt),
+                on_give_up=lambda exc: self._abandon(attempt),
             )
         except RunnerClosedError:
             self._forget(attempt)
@@ -252,7 +309,8 @@ class Attempts(ManagerCore):
                 job, f"{type(error).__name__}: {error}", tb, retry=retry, policy=policy
             )
         except LeaseLostError as exc:
-            self._stale(attempt, str(exc))
+            if not self._outcome_landed(attempt):
+                self._stale(attempt, str(exc))
         finally:
             self._forget(attempt)
 
@@ -291,7 +349,8 @@ class Attempts(ManagerCore):
                 self._count("succeeded")
                 self._resolve(done, value)
             elif isinstance(done, LeaseLostError):
-                self._stale(attempt, str(done))
+                if not self._outcome_landed(attempt):
+                    self._stale(attempt, str(done))
             else:
                 log.warning(
                     "job %s: its outcome could not be stored (%s)",
@@ -308,7 +367,7 @@ class Attempts(ManagerCore):
             batch, self._pending_completions = self._pending_completions, []
             self._completion_flush_posted = False
         for attempt, _, _ in batch:
-            self._forget(attempt)
+            self._abandon(attempt)
 
     def _write_failure(
         self,
@@ -357,6 +416,22 @@ class Attempts(ManagerCore):
                 extra={"job_id": job.id, "attempt": job.attempt},
             )
             self._resolve(done, None)
+
+    def _outcome_landed(self, attempt: RunningAttempt) -> bool:
+        """IO layer, after a finish was refused: True if the refusal met this
+        attempt's own outcome, written by an earlier try whose commit was
+        acknowledged with an error.  The job is then final on this attempt and
+        not by recovery (which records "interrupted"); its future is settled."""
+        try:
+            job = self._store.get(attempt.job.id)
+        except (JobError, StoreError):
+            return False
+        if job.attempt != attempt.job.attempt or not job.is_final:
+            return False
+        if job.last_error == "interrupted" and job.state is not JobState.SUCCEEDED:
+            return False
+        self._resolve_from_store(job.id)
+        return True
 
     def _stale(self, attempt: RunningAttempt, why: str) -> None:
         """A late attempt's outcome was dropped (fenced: the job is no longer held

@@ -180,6 +180,8 @@ class JobManager(Attempts):
         self._completion_flush_posted = False
         self._insert_flush_posted = False
         self._dispatch_posted = False
+        self._claim_unknown = False
+        self._abandoned = set()
         self._started = False
         self._accepting = True
         self._claiming = True
@@ -193,6 +195,7 @@ class JobManager(Attempts):
             "cancelled": 0,
             "recovered": 0,
             "stale": 0,
+            "adopted": 0,
             "store_retries": 0,
             "corrupt": 0,
         }
@@ -581,7 +584,8 @@ class JobManager(Attempts):
     def stats(self) -> dict[str, Any]:
         """Counters since construction: ``submitted``, ``succeeded``, ``failed``,
         ``retried``, ``cancelled``, ``recovered`` (dead owners' jobs taken back),
-        ``stale`` (late outcomes of fenced attempts, dropped), ``store_retries``,
+        ``stale`` (late outcomes of fenced attempts, dropped), ``adopted`` (jobs
+        claimed by a commit whose outcome was lost, run once found), ``store_retries``,
         ``corrupt``; ``active`` attempts now and this manager's ``owner``."""
         with self._lock:
             stats: dict[str, Any] = dict(self._stats)

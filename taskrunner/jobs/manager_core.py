@@ -83,6 +83,8 @@ class ManagerCore:
     _completion_flush_posted: bool
     _insert_flush_posted: bool
     _dispatch_posted: bool
+    _claim_unknown: bool  # a claim failed, maybe after committing: adopt what we hold
+    _abandoned: set[tuple[str, int]]  # attempts whose outcome write was given up
     _started: bool
     _accepting: bool
     _claiming: bool
