@@ -359,3 +359,32 @@ def test_a_completion_whose_commit_ack_was_lost_is_not_called_stale(
     finally:
         m.shutdown(timeout=WAIT)
         store.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_jobs_claimed_unseen_are_adopted_before_this_managers_own_recovery(
+    kind: str, tmp_path: Path, pool: ThreadPool
+) -> None:
+    """The store came back after the lease ran out: the owner's next poll takes up
+    what it holds before recovering expired leases, so a max_attempts=1 job still
+    runs (rather than being recovered from its live owner and failed)."""
+    from taskrunner.jobs import RetryPolicy
+
+    store = lost_ack_store(kind, tmp_path / "jobs.db")
+    m = JobManager(
+        store,
+        pool,
+        lease_seconds=0.2,
+        poll_interval=0.6,  # the first poll after the lost claim finds the lease expired
+        store_retry=RetryPolicy(max_attempts=5, initial_delay=5.0, jitter=0),
+    )
+    m.register("t", lambda ctx, args: "ran")
+    try:
+        h = m.submit("t", max_attempts=1)
+        store.lose_acks = 1
+        m.start()
+        assert h.result(WAIT) == "ran"
+        assert m.get(h.id).attempt == 1 and m.stats()["adopted"] == 1
+    finally:
+        m.shutdown(timeout=WAIT)
+        store.close()

@@ -123,7 +123,6 @@ class Attempts(ManagerCore):
             cursor = page.next_cursor
         keys = {(job.id, job.attempt) for job in held}
         with self._lock:
-            self._claim_unknown = False
             self._abandoned &= keys  # forget the ones no longer held
             orphans = [
                 job
@@ -131,7 +130,25 @@ class Attempts(ManagerCore):
                 if (job.id, job.attempt) not in self._active
                 and (job.id, job.attempt) not in self._abandoned
             ]
+        if orphans:
+            self._take_up(orphans)
+        with self._lock:  # only now: a StoreError above leaves it set, to try again
+            self._claim_unknown = False
+
+    def _take_up(self, orphans: list[Job]) -> None:
+        """Renew the leases of ``orphans`` (jobs we hold unknowingly) and run them."""
+        # Renew their leases first (they may have run out while the store was
+        # away): a job renewed here is ours to run; one not renewed was taken back.
+        renewal = self._store.renew_leases(
+            self._owner,
+            [job.id for job in orphans],
+            self.now(),
+            lease_seconds=self._lease,
+            attempts={job.id: job.attempt for job in orphans},
+        )
         for job in orphans:
+            if job.id not in renewal.held:
+                continue
             log.warning(
                 "job %s attempt %d: claimed by a commit whose outcome was lost; running it now",
                 job.id,
@@ -540,7 +557,15 @@ class Attempts(ManagerCore):
                 attempt.token.cancel(ctxmod.CANCELLED)
 
     def _poll_store(self) -> None:
-        """IO layer: recover dead owners' jobs and claim what others submitted."""
+        """IO layer: recover dead owners' jobs and claim what others submitted.
+
+        After a claim whose outcome is unknown, first take up what we hold, so
+        that our own recovery does not take back a job we merely did not know
+        we had (its lease may have run out while the store was away)."""
+        with self._lock:
+            unknown = self._claim_unknown
+        if unknown:
+            self._adopt_held()
         self._recover()
         with self._lock:
             self._dispatch_posted = True
