@@ -17,7 +17,7 @@ CWARN := -std=gnu11 -Wall -Wextra -Werror -g -O1 -pthread -Icsrc
 ASAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 TSAN := -fsanitize=thread
 
-.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench clean pg-server
+.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench clean pg-server chaos
 
 all: test
 
@@ -59,6 +59,15 @@ pg-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing Debian's postgresql (the tests start a throwaway cluster)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+
+# The fault harness (tests/chaos): worker processes on one store, SIGKILL, SIGSTOP past
+# the lease, a same-worker reclaim, PostgreSQL stopped mid-run and mid-commit, a full
+# disk (a tmpfs; needs root), specialised workers; a ledger checked against the store.
+# A few minutes; `make test` runs a short version (tests/test_chaos.py).
+CHAOS_SECONDS ?= 90
+CHAOS_JOBS ?= 500
+chaos: $(CORE_STAMP) pg-server
+	$(PY) tests/chaos/run.py --store both --seconds $(CHAOS_SECONDS) --jobs $(CHAOS_JOBS)
 
 test-py: $(CORE_STAMP) pg-server
 	$(PY) -m pytest -q
