@@ -166,6 +166,23 @@ def test_cancel_pending_and_running_jobs(jobs: Jobs) -> None:
     assert jobs.state(jobs.pending_report) is JobState.PENDING
 
 
+def test_a_cancel_the_handler_ignored_stays_visible(jobs: Jobs) -> None:
+    """The worker finished the job although its cancel was requested: it succeeded,
+    and the listing and a second cancel say that the request came too late."""
+    db = str(jobs.db)
+    assert cli("jobs", "cancel", "--db", db, jobs.running).returncode == 0
+    with SQLiteJobStore(jobs.db) as store:
+        held = store.get(jobs.running)
+        assert held.owner is not None
+        store.complete(jobs.running, held.owner, time.time(), b"1", attempt=held.attempt)
+    listing = cli("jobs", "list", "--db", db, "--state", "succeeded").stdout
+    assert "succeeded (cancel requested)" in listing
+    result = cli("jobs", "cancel", "--db", db, jobs.running, "--json")
+    assert result.returncode == 1
+    outcome = json.loads(result.stdout)[0]["outcome"]
+    assert outcome == "not cancelled: it succeeded after the request (its handler did not stop)"
+
+
 def test_cancel_of_a_finished_job_changes_nothing_and_exits_1(jobs: Jobs) -> None:
     before = jobs.states()
     result = cli("jobs", "cancel", "--db", str(jobs.db), jobs.succeeded, "--json")
