@@ -279,8 +279,8 @@ class _Sql:
             f"{self.select} WHERE state = 'pending' AND run_at <= %s"
             " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
         )
-        self.claim_due_of_types = (
-            f"{self.select} WHERE state = 'pending' AND run_at <= %s AND type = ANY(%s)"
+        self.claim_due_of_type = (
+            f"{self.select} WHERE state = 'pending' AND type = %s AND run_at <= %s"
             " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
         )
         self.held = (
@@ -795,9 +795,16 @@ class PostgresJobStore:
         def claim(tx: _Tx) -> list[Job]:
             if wanted is None:
                 rows = tx.jobs(self._sql.claim_due, (now, limit))
-            else:  # answered from jobs_claim_by_type
-                rows = tx.jobs(self._sql.claim_due_of_types, (now, sorted(wanted), limit))
-            due = sorted(rows, key=claim_order_key)
+            else:
+                # One ordered range of jobs_claim_by_type per type (no sort of every
+                # pending job), merged into the claim order.  Rows locked here but
+                # not taken are released at commit (others skip them meanwhile).
+                rows = [
+                    job
+                    for name in sorted(wanted)
+                    for job in tx.jobs(self._sql.claim_due_of_type, (name, now, limit))
+                ]
+            due = sorted(rows, key=claim_order_key)[:limit]
             changes = [(job, after_claim(job, owner, now, lease)) for job in due]
             tx.update_many(changes)
             return [new for _, new in changes]
