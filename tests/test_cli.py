@@ -330,16 +330,20 @@ def _wait_state(db: Path, job_id: str, state: JobState, timeout: float = 30) -> 
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+def worker(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     db = tmp_path / "w.db"
     SQLiteJobStore(db).close()
-    # A short lease: the heartbeat (every lease/3) relays a cancel request within a second.
+    # A short lease by default: the heartbeat (every lease/3) relays a cancel request
+    # within a second.  A test may ask for another (indirect parametrisation).
+    lease = getattr(request, "param", 3.0)
     command = [
         "worker",
         "--poll",
         "0.1",
         "--lease",
-        "3",
+        str(lease),
         "--grace",
         "30",
         "--app",
@@ -381,6 +385,10 @@ def test_worker_runs_jobs_and_stops_gracefully_on_sigterm(
     assert proc.wait(30) == 0
 
 
+# A long lease: on a loaded machine a 3 s lease can run out while the job runs, and
+# the worker's own poll would take it back; the drain would then have nothing to
+# wait for, and the second signal nothing to cut short.
+@pytest.mark.parametrize("worker", [120.0], indirect=True)
 def test_worker_second_signal_stops_at_once_leaving_the_job_for_recovery(
     worker: tuple[Path, subprocess.Popen[str]],
 ) -> None:
