@@ -23,8 +23,8 @@ queries); :mod:`~taskrunner.jobs.attempts` claims, runs and finishes attempts;
 :mod:`~taskrunner.jobs.manager_core` is the IO layer and the shared state;
 :mod:`~taskrunner.jobs.handles` holds the value types.
 
-Durability and exactly-once
----------------------------
+Durability, at-least-once, fencing
+----------------------------------
 ``submit`` returns once the job is stored (the durable ack: SQLite commits
 with ``synchronous=FULL`` by default).  Concurrent submits are committed
 together (group commit) when they arrive while a commit is running.
@@ -34,7 +34,15 @@ it in the store (an atomic claim that records the owner and a lease), so two
 managers sharing a store never run the same attempt; the lease is renewed by a
 heartbeat while the handler runs, and a job whose owner died is recovered by
 any live manager once the lease expires (retried if attempts remain, else
-FAILED with reason "interrupted").
+FAILED with reason "interrupted").  Jobs therefore run at least once, not
+exactly once: an attempt whose lease ran out while it still ran (its process
+paused, the store away for longer than the lease) is fenced -- running
+attempts are keyed by ``(job, attempt)``, the store takes renewals and
+outcomes only for the attempt it holds, and a late outcome is dropped, logged
+and counted (``stats()["stale"]``).  A claim whose commit outcome was lost is
+resolved by adopting what the store says this manager holds
+(``stats()["adopted"]``).  A manager claims only the job types it has
+handlers for.
 
 Time
 ----
