@@ -49,13 +49,13 @@ class Attempts(ManagerCore):
 
     # ---- dispatching -------------------------------------------------------------------------
 
-    def _kick(self, at: float | None = None) -> None:
-        """Make the IO layer claim due jobs now, or at ``at`` (epoch seconds)."""
-        if at is not None:
-            wait = at - self.now()
-            if wait > 0:
+    def _kick(self, at_ns: int | None = None) -> None:
+        """Make the IO layer claim due jobs now, or at clock time ``at_ns``."""
+        if at_ns is not None:
+            wait_ns = at_ns - self._clock.now_ns()
+            if wait_ns > 0:
                 with contextlib.suppress(RunnerClosedError):
-                    self._control.post_delayed_task(self._kick, wait)
+                    self._control._post_delayed_ns(self._kick, wait_ns)
                 return
         with self._lock:
             if self._dispatch_posted or not self._claiming or not self._started:
@@ -395,10 +395,12 @@ class Attempts(ManagerCore):
         retry: bool,
         policy: RetryPolicy | None = None,
     ) -> None:
-        now = self.now()
-        retry_at = None
+        now_ns = self._clock.now_ns()
+        now = self._epoch(now_ns)
+        retry_at = retry_ns = None
         if retry:
-            retry_at = now + (policy or self._retry).delay_for(job.attempt)
+            retry_ns = now_ns + round((policy or self._retry).delay_for(job.attempt) * 1e9)
+            retry_at = self._epoch(retry_ns)
         done = self._store.fail(
             job.id, self._owner, now, error, tb, retry_at=retry_at, attempt=job.attempt
         )
@@ -422,7 +424,8 @@ class Attempts(ManagerCore):
                 (retry_at or now) - now,
                 extra={"job_id": job.id, "attempt": job.attempt},
             )
-            self._kick(at=done.run_at)
+            due_ns = retry_ns if done.run_at == retry_at else None
+            self._kick(self._clock_ns(done.run_at) if due_ns is None else due_ns)
         else:
             self._count("failed")
             log.warning(

@@ -303,7 +303,7 @@ class JobManager(Attempts):
 
     def _on_store_notice(self, due_at: float | None) -> None:
         """Store listener thread: jobs became pending (due at ``due_at``, or now if None)."""
-        self._kick(at=due_at)
+        self._kick(None if due_at is None else self._clock_ns(due_at))
 
     def __enter__(self) -> JobManager:
         return self.start()
@@ -382,33 +382,35 @@ class JobManager(Attempts):
             job_type, args, job_id, priority, delay, run_at, max_attempts, timeout, idempotency_key
         )
         if self._otel is None:
-            job = self._build(spec, self.now())
+            job, due_ns = self._build(spec, self._clock.now_ns())
             self._insert([job])
         else:
             with self._otel.job_submit_span(
                 job_type, job_id, tracer_provider=self._tracer_provider
             ):
-                job = self._build(spec, self.now())
+                job, due_ns = self._build(spec, self._clock.now_ns())
                 self._insert([job])
-        return self._track(job, cancel_token, deadline)
+        return self._track(job, cancel_token, deadline, due_ns)
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
         """Store several jobs in one transaction (all or none), then schedule them."""
-        now = self.now()
+        now_ns = self._clock.now_ns()
         if not specs:
             return []
         if self._otel is None:
-            jobs = [self._build(spec, now) for spec in specs]
-            self._insert(jobs)
+            built = [self._build(spec, now_ns) for spec in specs]
+            self._insert([job for job, _ in built])
         else:
             with self._otel.job_submit_span(
                 specs[0].job_type, None, tracer_provider=self._tracer_provider
             ):
-                jobs = [self._build(spec, now) for spec in specs]
-                self._insert(jobs)
-        return [self._track(job, None, None) for job in jobs]
+                built = [self._build(spec, now_ns) for spec in specs]
+                self._insert([job for job, _ in built])
+        return [self._track(job, None, None, due_ns) for job, due_ns in built]
 
-    def _build(self, spec: JobSpec, now: float) -> Job:
+    def _build(self, spec: JobSpec, now_ns: int) -> tuple[Job, int]:
+        """The job to store for ``spec`` at clock time ``now_ns``, and when it is due (ns)."""
+        now = self._epoch(now_ns)
         if not isinstance(spec, JobSpec):
             raise TypeError(f"expected a JobSpec, got {type(spec).__name__}")
         with self._lock:
@@ -423,15 +425,17 @@ class JobManager(Attempts):
             raise ValueError(f"priority out of range: {spec.priority}")
         if spec.delay is not None and spec.run_at is not None:
             raise ValueError("give delay or run_at, not both")
-        due = now
+        due, due_ns = now, now_ns
         if spec.delay is not None:
             if isinstance(spec.delay, bool) or not isinstance(spec.delay, (int, float)):
                 raise TypeError("delay must be a number of seconds")
             if not math.isfinite(spec.delay) or spec.delay < 0:
                 raise ValueError(f"delay must be a finite number >= 0, got {spec.delay}")
-            due = now + spec.delay
+            due_ns = now_ns + round(spec.delay * 1e9)
+            due = self._epoch(due_ns)
         elif spec.run_at is not None:
             due = spec.run_at
+            due_ns = self._clock_ns(due)
         max_attempts = self._retry.max_attempts if spec.max_attempts is None else spec.max_attempts
         try:
             payload = self._serializer.dumps(spec.args)
@@ -439,7 +443,7 @@ class JobManager(Attempts):
             raise SerializationError(
                 f"arguments of job type {spec.job_type!r} cannot be encoded: {exc}"
             ) from exc
-        return new_job(
+        job = new_job(
             spec.job_type,
             payload,
             now=now,
@@ -451,6 +455,7 @@ class JobManager(Attempts):
             idempotency_key=spec.idempotency_key,
             trace_context=self._trace_carrier(),
         )
+        return job, due_ns
 
     def _trace_carrier(self) -> dict[str, str] | None:
         """The current trace context to store with a new job (inside its submit span)."""
@@ -460,7 +465,7 @@ class JobManager(Attempts):
         return carrier or None
 
     def _track(
-        self, job: Job, cancel_token: CancelToken | None, deadline: float | None
+        self, job: Job, cancel_token: CancelToken | None, deadline: float | None, due_ns: int
     ) -> JobHandle:
         future: Future[Any] = Future()
         with self._lock:
@@ -472,9 +477,9 @@ class JobManager(Attempts):
         if cancel_token is not None:
             cancel_token.on_cancel(lambda reason: self._cancel_quietly(job.id))
         if deadline is not None:
-            wait = max(0.0, deadline - self.now())
-            self._control.post_delayed_task(self._deadline_passed, wait, job.id)
-        self._kick(at=job.run_at)
+            wait_ns = self._clock_ns(deadline) - self._clock.now_ns()
+            self._control._post_delayed_ns(self._deadline_passed, wait_ns, job.id)
+        self._kick(due_ns)
         return handle
 
     def result(self, job_id: str, timeout: float | None = None) -> Any:
@@ -556,12 +561,13 @@ class JobManager(Attempts):
 
     def retry(self, job_id: str, *, delay: float = 0.0) -> JobHandle:
         """Run a FAILED or CANCELLED job again (attempts start over)."""
-        run_at = self.now() + delay
+        run_ns = self._clock.now_ns() + round(delay * 1e9)
+        run_at = self._epoch(run_ns)
         job = self._io(lambda: self._store.retry(job_id, self.now(), run_at), "retry").result()
         future: Future[Any] = Future()
         with self._lock:
             self._futures[job.id] = future
-        self._kick(at=job.run_at)
+        self._kick(run_ns if job.run_at == run_at else self._clock_ns(job.run_at))
         return JobHandle(self, job.id, future)
 
     # ---- queries -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import logging
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -96,7 +97,20 @@ class ManagerCore:
 
     def now(self) -> float:
         """The manager's current time, epoch seconds (follows the pool's clock)."""
-        return self._wall0 + (self._clock.now_ns() - self._mono0) / 1e9
+        return self._epoch(self._clock.now_ns())
+
+    # The manager computes due times (delays, retries) in integer ns on the
+    # pool's clock and schedules its wake-ups at exactly those times; the store
+    # keeps epoch seconds (a float, ~240 ns apart today), derived with _epoch,
+    # so that at the due ns now() equals the stored time and the job is due.
+
+    def _epoch(self, ns: int) -> float:
+        """Epoch seconds of the clock time ``ns``."""
+        return self._wall0 + (ns - self._mono0) / 1e9
+
+    def _clock_ns(self, epoch: float) -> int:
+        """The clock time (ns) of epoch seconds ``epoch``, rounded up (never early)."""
+        return self._mono0 + math.ceil((epoch - self._wall0) * 1e9)
 
     # ---- the IO layer ------------------------------------------------------------------------
 
