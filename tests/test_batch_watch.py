@@ -112,7 +112,6 @@ def test_the_watch_thread_ends_at_shutdown_and_the_pool_is_collected() -> None:
     assert collected.is_set()
 
 
-
 def test_the_watch_remembers_tokens_not_tasks() -> None:
     """Between two looks the watch must hold no task: a finished task (and the
     runner its run loop belongs to) would stay alive until the next look."""
