@@ -25,12 +25,7 @@ from taskrunner.jobs.errors import (
     UnknownJobError,
 )
 from taskrunner.jobs.model import Job, check_name, check_time
-from taskrunner.jobs.states import JobState
-from taskrunner.jobs.store import (
-    MAX_PAGE_SIZE,
-    FaultInjector,
-    JobPage,
-    LeaseRenewal,
+from taskrunner.jobs.rules import (
     after_cancel,
     after_claim,
     after_complete,
@@ -61,6 +56,13 @@ from taskrunner.jobs.store import (
     is_due,
     matches,
     on_attempt,
+)
+from taskrunner.jobs.states import JobState
+from taskrunner.jobs.store import (
+    MAX_PAGE_SIZE,
+    FaultInjector,
+    JobPage,
+    LeaseRenewal,
 )
 
 __all__ = ["MemoryJobStore"]

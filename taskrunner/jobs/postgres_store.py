@@ -120,13 +120,7 @@ from taskrunner.jobs.postgres_schema import (
     migrate,
     schema_version,
 )
-from taskrunner.jobs.sqlite_store import _decode_trace, _repaired
-from taskrunner.jobs.states import JobState
-from taskrunner.jobs.store import (
-    MAX_PAGE_SIZE,
-    FaultInjector,
-    JobPage,
-    LeaseRenewal,
+from taskrunner.jobs.rules import (
     after_cancel,
     after_claim,
     after_complete,
@@ -154,6 +148,14 @@ from taskrunner.jobs.store import (
     decode_cursor,
     encode_cursor,
     on_attempt,
+)
+from taskrunner.jobs.sqlite_store import _decode_trace, _repaired
+from taskrunner.jobs.states import JobState
+from taskrunner.jobs.store import (
+    MAX_PAGE_SIZE,
+    FaultInjector,
+    JobPage,
+    LeaseRenewal,
 )
 
 __all__ = [

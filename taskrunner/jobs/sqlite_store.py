@@ -68,12 +68,7 @@ from taskrunner.jobs.model import (
     check_name,
     check_time,
 )
-from taskrunner.jobs.states import JobState
-from taskrunner.jobs.store import (
-    MAX_PAGE_SIZE,
-    FaultInjector,
-    JobPage,
-    LeaseRenewal,
+from taskrunner.jobs.rules import (
     after_cancel,
     after_claim,
     after_complete,
@@ -102,6 +97,13 @@ from taskrunner.jobs.store import (
     decode_cursor,
     encode_cursor,
     on_attempt,
+)
+from taskrunner.jobs.states import JobState
+from taskrunner.jobs.store import (
+    MAX_PAGE_SIZE,
+    FaultInjector,
+    JobPage,
+    LeaseRenewal,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "Migration", "SQLiteJobStore"]
