@@ -12,7 +12,10 @@ The pieces, bottom up:
   by :class:`MemoryJobStore` (tests), :class:`SQLiteJobStore` (the embedded
   default) and :class:`PostgresJobStore` (many worker processes on many
   machines; needs ``pip install 'taskrunner[postgres]'``, and is imported only
-  when first used).
+  when first used);
+* :mod:`~taskrunner.jobs.rules` and :mod:`~taskrunner.jobs.base_store`: what
+  the three stores share (the argument checks and per-job rules, and the
+  public methods written once over each store's primitives).
 
 The job manager that runs jobs on the thread pool is built on these.
 """

@@ -11,7 +11,7 @@ apart.
 * **Transactions.**  Every write is one transaction at ``READ COMMITTED``.  An
   operation on one job reads it with ``SELECT ... FOR UPDATE`` (so it waits for
   any concurrent change to that row, then sees its latest version), computes
-  the new row with the per-job rules of :mod:`taskrunner.jobs.store` (the same
+  the new row with the per-job rules of :mod:`taskrunner.jobs.rules` (the same
   functions as the other stores), and writes it back.  A ``complete`` racing
   with a ``recover_expired`` or a ``cancel`` is thereby serialised on the row.
 * **Claims** select due jobs in claim order (priority, then ``run_at``,
@@ -83,7 +83,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeAlias, TypeVar
 
 try:
@@ -97,6 +97,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from taskrunner.errors import ClosedError
+from taskrunner.jobs.base_store import BaseJobStore, Filters
 from taskrunner.jobs.errors import (
     CorruptJobError,
     DuplicateJobError,
@@ -104,7 +105,7 @@ from taskrunner.jobs.errors import (
     StoreError,
     UnknownJobError,
 )
-from taskrunner.jobs.model import JOB_FIELDS, Job, check_name, check_time
+from taskrunner.jobs.model import JOB_FIELDS, Job, check_time
 from taskrunner.jobs.postgres_schema import (
     DEFAULT_SCHEMA,
     MIGRATIONS,
@@ -121,40 +122,17 @@ from taskrunner.jobs.postgres_schema import (
     schema_version,
 )
 from taskrunner.jobs.rules import (
-    after_cancel,
     after_claim,
-    after_complete,
     after_complete_many,
-    after_fail,
-    after_mark_cancelled,
     after_recover,
     after_renew,
-    after_retry,
-    check_attempt,
-    check_attempts,
-    check_completions,
-    check_filters,
-    check_job_id,
-    check_lease,
-    check_limit,
-    check_new_job,
-    check_now,
-    check_optional_text,
-    check_owner,
-    check_result,
-    check_text,
-    check_types,
     claim_order_key,
-    decode_cursor,
-    encode_cursor,
     on_attempt,
 )
 from taskrunner.jobs.sqlite_store import _decode_trace, _repaired
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import (
-    MAX_PAGE_SIZE,
     FaultInjector,
-    JobPage,
     LeaseRenewal,
 )
 
@@ -181,7 +159,7 @@ Subscriber = Callable[[float | None], None]
 
 _MAX_BIGINT: Final = 2**63 - 1
 _COLUMNS: Final = ", ".join(JOB_FIELDS)
-# The columns a rule of taskrunner.jobs.store may change; the rest are fixed at insert
+# The columns a rule of taskrunner.jobs.rules may change; the rest are fixed at insert
 # (only fail_corrupt rewrites them, with a statement of its own).
 _MUTABLE: Final = (
     "state",
@@ -458,7 +436,7 @@ def _parse_due(payload: str) -> float | None:
 # ---------------------------------------------------------------- the store
 
 
-class PostgresJobStore:
+class PostgresJobStore(BaseJobStore):
     """A :class:`~taskrunner.jobs.store.JobStore` in a PostgreSQL database, shared by many machines.
 
     ``dsn`` is a libpq connection string or URI (``"postgresql://user@host/db"``).
@@ -616,17 +594,21 @@ class PostgresJobStore:
             operation, lambda conn: body(_Tx(conn, self._sql, operation, None))
         )
 
-    # ------------------------------------------------------------ the contract
+    # ------------------------------------------------------------ the primitives
 
-    def insert(self, job: Job) -> None:
-        self.insert_many([job])
+    def _name(self, name: str, value: str) -> str:
+        return _check_pg_name(name, value)
 
-    def insert_many(self, jobs: Sequence[Job]) -> None:
-        batch = [_check_storable(check_new_job(job)) for job in jobs]
-        if not batch:
-            self._check_open()
-            return
+    def _text(self, value: str) -> str:
+        return _pg_text(value)
 
+    def _storable(self, job: Job) -> Job:
+        return _check_storable(job)
+
+    def _ensure_open(self) -> None:
+        self._check_open()
+
+    def _insert(self, batch: Sequence[Job]) -> None:
         def insert(tx: _Tx) -> None:
             tx.write_many(self._sql.insert, [_job_params(job) for job in batch])
             tx.pending(min(job.run_at for job in batch))
@@ -684,9 +666,7 @@ class PostgresJobStore:
 
         return self._read("insert", find)
 
-    def get(self, job_id: str) -> Job:
-        _check_pg_name("job_id", check_job_id(job_id))
-
+    def _get(self, job_id: str) -> Job:
         def get(tx: _Tx) -> Job:
             found = tx.jobs(f"{self._sql.select} WHERE id = %s", (job_id,))
             if not found:
@@ -695,9 +675,7 @@ class PostgresJobStore:
 
         return self._read("get", get)
 
-    def find_by_idempotency_key(self, key: str) -> Job | None:
-        _check_pg_name("key", check_name("key", key))
-
+    def _find_key(self, key: str) -> Job | None:
         def find(tx: _Tx) -> Job | None:
             found = tx.jobs(
                 f"{self._sql.select} WHERE idempotency_key = %s"
@@ -709,19 +687,14 @@ class PostgresJobStore:
         return self._read("find_by_idempotency_key", find)
 
     @staticmethod
-    def _where(
-        states: frozenset[JobState] | None,
-        types: frozenset[str] | None,
-        since: float | None,
-    ) -> tuple[list[str], list[Any]]:
+    def _where(filters: Filters) -> tuple[list[str], list[Any]]:
+        states, types, since = filters
         terms: list[str] = []
         params: list[Any] = []
         if states is not None:
             terms.append("state = ANY(%s)")
             params.append(sorted(state.value for state in states))
         if types is not None:
-            for name in types:
-                _check_pg_name("types item", name)
             terms.append("type = ANY(%s)")
             params.append(sorted(types))
         if since is not None:
@@ -729,73 +702,27 @@ class PostgresJobStore:
             params.append(since)
         return terms, params
 
-    def list_jobs(
-        self,
-        *,
-        states: Iterable[JobState | str] | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> JobPage:
-        state_set, type_set, since_f = check_filters(states, types, since)
-        limit = check_limit(limit, high=MAX_PAGE_SIZE)
-        position = None if after is None else decode_cursor(after)
-        if state_set == frozenset() or type_set == frozenset():
-            self._check_open()
-            return JobPage((), None)
-        terms, params = self._where(state_set, type_set, since_f)
+    def _list(self, filters: Filters, limit: int, position: tuple[float, str] | None) -> list[Job]:
+        terms, params = self._where(filters)
         if position is not None:
-            _check_pg_name("after", position[1])
             terms.append("(created_at, id) > (%s, %s)")
             params.extend(position)
         where = f" WHERE {' AND '.join(terms)}" if terms else ""
         sql = f"{self._sql.select}{where} ORDER BY created_at, id LIMIT %s"
-        found = self._read("list_jobs", lambda tx: tx.jobs(sql, [*params, limit + 1]))
-        if len(found) > limit:
-            return JobPage(tuple(found[:limit]), encode_cursor(found[limit - 1]))
-        return JobPage(tuple(found), None)
+        return self._read("list_jobs", lambda tx: tx.jobs(sql, [*params, limit]))
 
-    def count_jobs(
-        self,
-        *,
-        states: Iterable[JobState | str] | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-    ) -> int:
-        state_set, type_set, since_f = check_filters(states, types, since)
-        if state_set == frozenset() or type_set == frozenset():
-            self._check_open()
-            return 0
-        terms, params = self._where(state_set, type_set, since_f)
+    def _count(self, filters: Filters) -> int:
+        terms, params = self._where(filters)
         where = f" WHERE {' AND '.join(terms)}" if terms else ""
         sql = f"SELECT count(*) FROM {self._sql.jobs}{where}"
         count: int = self._read("count_jobs", lambda tx: tx.rows(sql, params)[0][0])
         return count
 
-    def claim_due(
-        self,
-        owner: str,
-        now: float,
-        *,
-        limit: int,
-        lease_seconds: float,
-        types: Iterable[str] | None = None,
+    def _claim_due(
+        self, owner: str, now: float, limit: int, lease: float, types: frozenset[str] | None
     ) -> list[Job]:
-        _check_pg_name("owner", check_owner(owner))
-        now = check_now(now)
-        limit = check_limit(limit)
-        lease = check_lease(lease_seconds)
-        wanted = check_types(types)
-        if wanted is not None:
-            for name in wanted:
-                _check_pg_name("types item", name)
-            if not wanted:
-                self._check_open()
-                return []
-
         def claim(tx: _Tx) -> list[Job]:
-            if wanted is None:
+            if types is None:
                 rows = tx.jobs(self._sql.claim_due, (now, limit))
             else:
                 # One ordered range of jobs_claim_by_type per type (no sort of every
@@ -803,7 +730,7 @@ class PostgresJobStore:
                 # not taken are released at commit (others skip them meanwhile).
                 rows = [
                     job
-                    for name in sorted(wanted)
+                    for name in sorted(types)
                     for job in tx.jobs(self._sql.claim_due_of_type, (name, now, limit))
                 ]
             due = sorted(rows, key=claim_order_key)[:limit]
@@ -813,42 +740,16 @@ class PostgresJobStore:
 
         return self._transaction("claim_due", claim)
 
-    def claim(self, job_id: str, owner: str, now: float, *, lease_seconds: float) -> Job | None:
-        _check_pg_name("job_id", check_job_id(job_id))
-        _check_pg_name("owner", check_owner(owner))
-        now = check_now(now)
-        lease = check_lease(lease_seconds)
-
-        def claim(tx: _Tx) -> Job | None:
-            job = tx.get_for_update(job_id)
-            if job.state is not JobState.PENDING or job.run_at > now:
-                return None
-            claimed = after_claim(job, owner, now, lease)
-            tx.update(job, claimed)
-            return claimed
-
-        return self._transaction("claim", claim)
-
-    def renew_leases(
+    def _renew(
         self,
         owner: str,
-        job_ids: Iterable[str],
+        ids: Sequence[str],
         now: float,
-        *,
-        lease_seconds: float,
-        attempts: Mapping[str, int] | None = None,
+        lease: float,
+        attempts: Mapping[str, int] | None,
     ) -> LeaseRenewal:
-        _check_pg_name("owner", check_owner(owner))
-        ids = list(dict.fromkeys(_check_pg_name("job_id", check_job_id(i)) for i in job_ids))
-        now = check_now(now)
-        lease = check_lease(lease_seconds)
-        on = check_attempts(attempts)
-        if not ids:
-            self._check_open()
-            return LeaseRenewal(frozenset(), frozenset())
-
         def renew(tx: _Tx) -> LeaseRenewal:
-            held = on_attempt(tx.jobs(self._sql.held, (ids, owner)), on)
+            held = on_attempt(tx.jobs(self._sql.held, (list(ids), owner)), attempts)
             tx.update_many([(job, after_renew(job, now, lease)) for job in held])
             return LeaseRenewal(
                 frozenset(job.id for job in held),
@@ -886,38 +787,11 @@ class PostgresJobStore:
                     ) from exc
             raise
 
-    def complete(
-        self,
-        job_id: str,
-        owner: str,
-        now: float,
-        result: bytes | None = None,
-        *,
-        attempt: int | None = None,
-    ) -> Job:
-        _check_pg_name("job_id", check_job_id(job_id))
-        _check_pg_name("owner", check_owner(owner))
-        now = check_now(now)
-        check_result(result)
-        attempt = check_attempt(attempt)
-        return self._change(
-            "complete", job_id, lambda job: after_complete(job, owner, now, result, attempt)
-        )
-
-    def complete_many(
-        self, owner: str, now: float, items: Sequence[tuple[str, bytes | None, int | None]]
+    def _complete_many(
+        self, owner: str, now: float, batch: Sequence[tuple[str, bytes | None, int | None]]
     ) -> list[Job | JobError]:
-        """See :class:`~taskrunner.jobs.store.BatchCompletion`: one transaction for all.
-
-        Rows are locked in id order (whatever the order of ``items``), so two
+        """Rows are locked in id order (whatever the order of ``batch``), so two
         owners completing overlapping batches cannot deadlock."""
-        _check_pg_name("owner", check_owner(owner))
-        now = check_now(now)
-        batch = check_completions(items)
-        for job_id, _, _ in batch:
-            _check_pg_name("job_id", job_id)
-        if not batch:
-            return []
 
         def body(tx: _Tx) -> list[Job | JobError]:
             out, changes = after_complete_many(
@@ -929,67 +803,7 @@ class PostgresJobStore:
 
         return self._transaction("complete", body)
 
-    def fail(
-        self,
-        job_id: str,
-        owner: str,
-        now: float,
-        error: str,
-        traceback: str | None = None,
-        *,
-        retry_at: float | None = None,
-        attempt: int | None = None,
-    ) -> Job:
-        _check_pg_name("job_id", check_job_id(job_id))
-        _check_pg_name("owner", check_owner(owner))
-        now = check_now(now)
-        error = _pg_text(check_text("error", error))
-        traceback = _pg_optional_text(check_optional_text("traceback", traceback))
-        retry_time = None if retry_at is None else check_time("retry_at", retry_at)
-        attempt = check_attempt(attempt)
-        return self._change(
-            "fail",
-            job_id,
-            lambda job: after_fail(job, owner, now, error, traceback, retry_time, attempt),
-        )
-
-    def mark_cancelled(
-        self,
-        job_id: str,
-        owner: str | None,
-        now: float,
-        reason: str = "cancelled",
-        *,
-        attempt: int | None = None,
-    ) -> Job:
-        _check_pg_name("job_id", check_job_id(job_id))
-        if owner is not None:
-            _check_pg_name("owner", check_owner(owner))
-        now = check_now(now)
-        reason = _pg_text(check_text("reason", reason))
-        attempt = check_attempt(attempt)
-        return self._change(
-            "mark_cancelled",
-            job_id,
-            lambda job: after_mark_cancelled(job, owner, now, reason, attempt),
-        )
-
-    def cancel(self, job_id: str, now: float, reason: str = "cancelled") -> Job:
-        _check_pg_name("job_id", check_job_id(job_id))
-        now = check_now(now)
-        reason = _pg_text(check_text("reason", reason))
-        return self._change("cancel", job_id, lambda job: after_cancel(job, now, reason))
-
-    def retry(self, job_id: str, now: float, run_at: float | None = None) -> Job:
-        _check_pg_name("job_id", check_job_id(job_id))
-        now = check_now(now)
-        due = now if run_at is None else check_time("run_at", run_at)
-        return self._change("retry", job_id, lambda job: after_retry(job, now, due))
-
-    def recover_expired(self, now: float, *, interrupted_reason: str = "interrupted") -> list[Job]:
-        now = check_now(now)
-        reason = _pg_text(check_text("interrupted_reason", interrupted_reason))
-
+    def _recover(self, now: float, reason: str) -> list[Job]:
         def recover(tx: _Tx) -> list[Job]:
             expired = tx.jobs(self._sql.expired, (now,))
             changes = [(job, after_recover(job, now, reason)) for job in expired]
@@ -998,11 +812,7 @@ class PostgresJobStore:
 
         return self._transaction("recover_expired", recover)
 
-    def fail_corrupt(self, job_id: str, now: float, reason: str) -> None:
-        _check_pg_name("job_id", check_job_id(job_id))
-        now = check_now(now)
-        reason = _pg_text(check_text("reason", reason))
-
+    def _fail_corrupt(self, job_id: str, now: float, reason: str) -> None:
         def repair(tx: _Tx) -> None:
             rows = tx.rows(self._sql.get_for_update, (job_id,))
             if not rows:
@@ -1031,8 +841,8 @@ class PostgresJobStore:
 
         return self._read("next_due", earliest)
 
-    def purge(self, finished_before: float) -> int:
-        limit = check_time("finished_before", finished_before)
+    def _purge(self, finished_before: float) -> int:
+        limit = finished_before
 
         def purge(tx: _Tx) -> int:
             return tx.write(

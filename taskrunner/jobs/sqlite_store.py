@@ -47,11 +47,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from taskrunner.errors import ClosedError
+from taskrunner.jobs.base_store import BaseJobStore, Filters
 from taskrunner.jobs.errors import (
     CorruptJobError,
     DuplicateJobError,
@@ -69,40 +70,18 @@ from taskrunner.jobs.model import (
     check_time,
 )
 from taskrunner.jobs.rules import (
-    after_cancel,
     after_claim,
-    after_complete,
     after_complete_many,
-    after_fail,
-    after_mark_cancelled,
     after_recover,
     after_renew,
-    after_retry,
-    check_attempt,
-    check_attempts,
-    check_completions,
-    check_filters,
-    check_job_id,
-    check_lease,
-    check_limit,
-    check_new_job,
-    check_now,
-    check_optional_text,
-    check_owner,
-    check_result,
     check_text,
-    check_types,
     claim_order_key,
     corrupt_reason,
-    decode_cursor,
-    encode_cursor,
     on_attempt,
 )
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import (
-    MAX_PAGE_SIZE,
     FaultInjector,
-    JobPage,
     LeaseRenewal,
 )
 
@@ -379,7 +358,7 @@ class _Tx:
 # ---------------------------------------------------------------- the store
 
 
-class SQLiteJobStore:
+class SQLiteJobStore(BaseJobStore):
     """A :class:`~taskrunner.jobs.store.JobStore` in one SQLite file.
 
     ``path`` is the database file (created if missing; ``":memory:"`` gives a
@@ -524,18 +503,13 @@ class SQLiteJobStore:
             self._check_open()
             return self._retrying(operation, lambda: body(tx))
 
-    # ------------------------------------------------------------ the contract
+    # ------------------------------------------------------------ the primitives
 
-    def insert(self, job: Job) -> None:
-        self.insert_many([job])
+    def _ensure_open(self) -> None:
+        with self._lock:
+            self._check_open()
 
-    def insert_many(self, jobs: Sequence[Job]) -> None:
-        batch = [check_new_job(job) for job in jobs]
-        if not batch:
-            with self._lock:
-                self._check_open()
-            return
-
+    def _insert(self, batch: Sequence[Job]) -> None:
         def insert(tx: _Tx) -> None:
             for job in batch:
                 try:
@@ -566,13 +540,10 @@ class SQLiteJobStore:
                 )
         return StoreError(f"job {job.id!r}: constraint failed: {exc}", exc)
 
-    def get(self, job_id: str) -> Job:
-        check_job_id(job_id)
+    def _get(self, job_id: str) -> Job:
         return self._read("get", lambda tx: tx.get(job_id))
 
-    def find_by_idempotency_key(self, key: str) -> Job | None:
-        check_name("key", key)
-
+    def _find_key(self, key: str) -> Job | None:
         def find(tx: _Tx) -> Job | None:
             found = tx.jobs(
                 f"{_SELECT} WHERE idempotency_key = ? AND state IN ('pending', 'running')",
@@ -583,11 +554,8 @@ class SQLiteJobStore:
         return self._read("find_by_idempotency_key", find)
 
     @staticmethod
-    def _where(
-        states: frozenset[JobState] | None,
-        types: frozenset[str] | None,
-        since: float | None,
-    ) -> tuple[list[str], list[Any]]:
+    def _where(filters: Filters) -> tuple[list[str], list[Any]]:
+        states, types, since = filters
         terms: list[str] = []
         params: list[Any] = []
         if states is not None:
@@ -603,80 +571,35 @@ class SQLiteJobStore:
             params.append(since)
         return terms, params
 
-    def list_jobs(
-        self,
-        *,
-        states: Iterable[JobState | str] | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> JobPage:
-        state_set, type_set, since_f = check_filters(states, types, since)
-        limit = check_limit(limit, high=MAX_PAGE_SIZE)
-        position = None if after is None else decode_cursor(after)
-        if state_set == frozenset() or type_set == frozenset():
-            with self._lock:
-                self._check_open()
-            return JobPage((), None)
-        terms, params = self._where(state_set, type_set, since_f)
+    def _list(self, filters: Filters, limit: int, position: tuple[float, str] | None) -> list[Job]:
+        terms, params = self._where(filters)
         if position is not None:
             terms.append("(created_at > ? OR (created_at = ? AND id > ?))")
             params.extend([position[0], position[0], position[1]])
         where = f" WHERE {' AND '.join(terms)}" if terms else ""
         sql = f"{_SELECT}{where} ORDER BY created_at, id LIMIT ?"
-        found = self._read("list_jobs", lambda tx: tx.jobs(sql, [*params, limit + 1]))
-        if len(found) > limit:
-            return JobPage(tuple(found[:limit]), encode_cursor(found[limit - 1]))
-        return JobPage(tuple(found), None)
+        return self._read("list_jobs", lambda tx: tx.jobs(sql, [*params, limit]))
 
-    def count_jobs(
-        self,
-        *,
-        states: Iterable[JobState | str] | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-    ) -> int:
-        state_set, type_set, since_f = check_filters(states, types, since)
-        if state_set == frozenset() or type_set == frozenset():
-            with self._lock:
-                self._check_open()
-            return 0
-        terms, params = self._where(state_set, type_set, since_f)
+    def _count(self, filters: Filters) -> int:
+        terms, params = self._where(filters)
         where = f" WHERE {' AND '.join(terms)}" if terms else ""
         count: int = self._read(
             "count_jobs", lambda tx: tx.rows(f"SELECT count(*) FROM jobs{where}", params)[0][0]
         )
         return count
 
-    def claim_due(
-        self,
-        owner: str,
-        now: float,
-        *,
-        limit: int,
-        lease_seconds: float,
-        types: Iterable[str] | None = None,
+    def _claim_due(
+        self, owner: str, now: float, limit: int, lease: float, types: frozenset[str] | None
     ) -> list[Job]:
-        check_owner(owner)
-        now = check_now(now)
-        limit = check_limit(limit)
-        lease = check_lease(lease_seconds)
-        wanted = check_types(types)
-        if wanted is not None and not wanted:
-            with self._lock:
-                self._check_open()
-            return []
-
         def claim(tx: _Tx) -> list[Job]:
-            if wanted is None:
+            if types is None:
                 due = tx.jobs(_claim_sql(False), (now, limit))
             else:
                 # One ordered index range per type (no sort of every pending job),
                 # merged into the claim order.
                 found = [
                     job
-                    for name in sorted(wanted)
+                    for name in sorted(types)
                     for job in tx.jobs(_claim_sql(True), (name, now, limit))
                 ]
                 due = sorted(found, key=claim_order_key)[:limit]
@@ -687,37 +610,14 @@ class SQLiteJobStore:
 
         return self._transaction("claim_due", claim)
 
-    def claim(self, job_id: str, owner: str, now: float, *, lease_seconds: float) -> Job | None:
-        check_job_id(job_id)
-        check_owner(owner)
-        now = check_now(now)
-        lease = check_lease(lease_seconds)
-
-        def claim(tx: _Tx) -> Job | None:
-            job = tx.get(job_id)
-            if job.state is not JobState.PENDING or job.run_at > now:
-                return None
-            claimed = after_claim(job, owner, now, lease)
-            tx.update(claimed)
-            return claimed
-
-        return self._transaction("claim", claim)
-
-    def renew_leases(
+    def _renew(
         self,
         owner: str,
-        job_ids: Iterable[str],
+        ids: Sequence[str],
         now: float,
-        *,
-        lease_seconds: float,
-        attempts: Mapping[str, int] | None = None,
+        lease: float,
+        attempts: Mapping[str, int] | None,
     ) -> LeaseRenewal:
-        check_owner(owner)
-        ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
-        now = check_now(now)
-        lease = check_lease(lease_seconds)
-        on = check_attempts(attempts)
-
         def renew(tx: _Tx) -> LeaseRenewal:
             found: list[Job] = []
             for start in range(0, len(ids), _CHUNK):
@@ -729,7 +629,7 @@ class SQLiteJobStore:
                         [*chunk, owner],
                     )
                 )
-            held = on_attempt(found, on)
+            held = on_attempt(found, attempts)
             for job in held:
                 tx.update(after_renew(job, now, lease))
             return LeaseRenewal(
@@ -737,15 +637,9 @@ class SQLiteJobStore:
                 frozenset(job.id for job in held if job.cancel_requested),
             )
 
-        if not ids:
-            with self._lock:
-                self._check_open()
-            return LeaseRenewal(frozenset(), frozenset())
         return self._transaction("renew_leases", renew)
 
     def _change(self, operation: str, job_id: str, change: Callable[[Job], Job]) -> Job:
-        """Read one job, compute its new form with ``change``, and write it, atomically."""
-
         def body(tx: _Tx) -> Job:
             old = tx.get(job_id)
             new = change(old)
@@ -758,121 +652,32 @@ class SQLiteJobStore:
 
         return self._transaction(operation, body)
 
-    def complete(
-        self,
-        job_id: str,
-        owner: str,
-        now: float,
-        result: bytes | None = None,
-        *,
-        attempt: int | None = None,
-    ) -> Job:
-        check_job_id(job_id)
-        check_owner(owner)
-        now = check_now(now)
-        check_result(result)
-        attempt = check_attempt(attempt)
-        return self._change(
-            "complete", job_id, lambda job: after_complete(job, owner, now, result, attempt)
-        )
-
-    def complete_many(
-        self, owner: str, now: float, items: Sequence[tuple[str, bytes | None, int | None]]
+    def _complete_many(
+        self, owner: str, now: float, batch: Sequence[tuple[str, bytes | None, int | None]]
     ) -> list[Job | JobError]:
-        """See :class:`~taskrunner.jobs.store.BatchCompletion`: one transaction for all."""
-        check_owner(owner)
-        now = check_now(now)
-        batch = check_completions(items)
-
         def body(tx: _Tx) -> list[Job | JobError]:
             out, changes = after_complete_many(batch, owner, now, tx.get)
             for _, new in changes:
                 tx.update(new)
             return out
 
-        if not batch:
-            return []
         return self._transaction("complete", body)
 
-    def fail(
-        self,
-        job_id: str,
-        owner: str,
-        now: float,
-        error: str,
-        traceback: str | None = None,
-        *,
-        retry_at: float | None = None,
-        attempt: int | None = None,
-    ) -> Job:
-        check_job_id(job_id)
-        check_owner(owner)
-        now = check_now(now)
-        check_text("error", error)
-        check_optional_text("traceback", traceback)
-        retry_time = None if retry_at is None else check_time("retry_at", retry_at)
-        attempt = check_attempt(attempt)
-        return self._change(
-            "fail",
-            job_id,
-            lambda job: after_fail(job, owner, now, error, traceback, retry_time, attempt),
-        )
-
-    def mark_cancelled(
-        self,
-        job_id: str,
-        owner: str | None,
-        now: float,
-        reason: str = "cancelled",
-        *,
-        attempt: int | None = None,
-    ) -> Job:
-        check_job_id(job_id)
-        if owner is not None:
-            check_owner(owner)
-        now = check_now(now)
-        check_text("reason", reason)
-        attempt = check_attempt(attempt)
-        return self._change(
-            "mark_cancelled",
-            job_id,
-            lambda job: after_mark_cancelled(job, owner, now, reason, attempt),
-        )
-
-    def cancel(self, job_id: str, now: float, reason: str = "cancelled") -> Job:
-        check_job_id(job_id)
-        now = check_now(now)
-        check_text("reason", reason)
-        return self._change("cancel", job_id, lambda job: after_cancel(job, now, reason))
-
-    def retry(self, job_id: str, now: float, run_at: float | None = None) -> Job:
-        check_job_id(job_id)
-        now = check_now(now)
-        due = now if run_at is None else check_time("run_at", run_at)
-        return self._change("retry", job_id, lambda job: after_retry(job, now, due))
-
-    def recover_expired(self, now: float, *, interrupted_reason: str = "interrupted") -> list[Job]:
-        now = check_now(now)
-        check_text("interrupted_reason", interrupted_reason)
-
+    def _recover(self, now: float, reason: str) -> list[Job]:
         def recover(tx: _Tx) -> list[Job]:
             expired = tx.jobs(
                 f"{_SELECT} WHERE state = 'running' AND lease_expires_at <= ?"
                 " ORDER BY lease_expires_at, id",
                 (now,),
             )
-            recovered = [after_recover(job, now, interrupted_reason) for job in expired]
+            recovered = [after_recover(job, now, reason) for job in expired]
             for job in recovered:
                 tx.update(job)
             return recovered
 
         return self._transaction("recover_expired", recover)
 
-    def fail_corrupt(self, job_id: str, now: float, reason: str) -> None:
-        check_job_id(job_id)
-        now = check_now(now)
-        check_text("reason", reason)
-
+    def _fail_corrupt(self, job_id: str, now: float, reason: str) -> None:
         def repair(tx: _Tx) -> None:
             rows = tx.rows(f"{_SELECT} WHERE id = ?", (job_id,))
             if not rows:
@@ -900,8 +705,8 @@ class SQLiteJobStore:
 
         return self._read("next_due", earliest)
 
-    def purge(self, finished_before: float) -> int:
-        limit = check_time("finished_before", finished_before)
+    def _purge(self, finished_before: float) -> int:
+        limit = finished_before
 
         def purge(tx: _Tx) -> int:
             return tx.write(
