@@ -79,7 +79,6 @@ module without it raises an ``ImportError`` that says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -129,7 +128,7 @@ from taskrunner.jobs.rules import (
     claim_order_key,
     on_attempt,
 )
-from taskrunner.jobs.sqlite_store import _decode_trace, _repaired
+from taskrunner.jobs.sql_rows import decode_row, job_values, repaired
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import (
     FaultInjector,
@@ -206,26 +205,17 @@ def _check_storable(job: Job) -> Job:
 # ---------------------------------------------------------------- rows <-> jobs
 
 
-def _job_params(job: Job) -> dict[str, Any]:
-    row: dict[str, Any] = {name: getattr(job, name) for name in JOB_FIELDS}
-    row["state"] = job.state.value
-    row["trace_context"] = (
-        None
-        if job.trace_context is None
-        else json.dumps(dict(job.trace_context), sort_keys=True, separators=(",", ":"))
-    )
-    return row
+def _decode_flag(value: object) -> bool:
+    if type(value) is not bool:
+        raise ValueError(f"cancel_requested must be a boolean, got {value!r}")
+    return value
+
+
+_job_params = job_values
 
 
 def _decode(row: Sequence[Any]) -> Job:
-    raw = dict(zip(JOB_FIELDS, row, strict=True))
-    try:
-        raw["trace_context"] = _decode_trace(raw["trace_context"])
-        if type(raw["cancel_requested"]) is not bool:
-            raise ValueError(f"cancel_requested must be a boolean, got {raw['cancel_requested']!r}")
-        return Job(**raw)
-    except (TypeError, ValueError) as exc:
-        raise CorruptJobError(str(raw["id"]), str(exc)) from exc
+    return decode_row(row, _decode_flag)
 
 
 # ---------------------------------------------------------------- SQL
@@ -818,7 +808,7 @@ class PostgresJobStore(BaseJobStore):
             if not rows:
                 raise UnknownJobError(job_id)
             try:
-                job = _repaired(rows[0], now, reason)
+                job = repaired(rows[0], now, reason)
             except (TypeError, ValueError) as exc:
                 raise StoreError(f"job {job_id!r} cannot be repaired: {exc}", exc) from exc
             tx.write(self._sql.update_all, _job_params(job))

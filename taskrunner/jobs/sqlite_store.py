@@ -41,7 +41,6 @@ back and surfaces as :class:`StoreError`.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sqlite3
@@ -62,11 +61,7 @@ from taskrunner.jobs.errors import (
 )
 from taskrunner.jobs.model import (
     JOB_FIELDS,
-    MAX_PRIORITY,
-    MIN_PRIORITY,
     Job,
-    check_duration,
-    check_name,
     check_time,
 )
 from taskrunner.jobs.rules import (
@@ -74,12 +69,10 @@ from taskrunner.jobs.rules import (
     after_complete_many,
     after_recover,
     after_renew,
-    check_text,
     claim_order_key,
-    corrupt_reason,
     on_attempt,
 )
-from taskrunner.jobs.states import JobState
+from taskrunner.jobs.sql_rows import decode_row, job_values, repaired
 from taskrunner.jobs.store import (
     FaultInjector,
     LeaseRenewal,
@@ -208,22 +201,6 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 # ---------------------------------------------------------------- rows <-> jobs
 
 
-def _decode_trace(text: object) -> dict[str, str] | None:
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        raise TypeError(f"trace_context must be JSON text, got {type(text).__name__}")
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"trace_context is not valid JSON: {exc}") from None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ValueError("trace_context is not a JSON object of strings")
-    return value
-
-
 def _decode_flag(value: object) -> bool:
     if type(value) is not int or value not in (0, 1):
         raise ValueError(f"cancel_requested must be 0 or 1, got {value!r}")
@@ -231,15 +208,9 @@ def _decode_flag(value: object) -> bool:
 
 
 def _job_params(job: Job) -> list[Any]:
-    row: list[Any] = [getattr(job, name) for name in JOB_FIELDS]
-    row[JOB_FIELDS.index("state")] = job.state.value
-    row[JOB_FIELDS.index("trace_context")] = (
-        None
-        if job.trace_context is None
-        else json.dumps(dict(job.trace_context), sort_keys=True, separators=(",", ":"))
-    )
-    row[JOB_FIELDS.index("cancel_requested")] = int(job.cancel_requested)
-    return row
+    values = job_values(job)
+    values["cancel_requested"] = int(job.cancel_requested)
+    return [values[name] for name in JOB_FIELDS]
 
 
 def _update_params(job: Job) -> list[Any]:
@@ -248,69 +219,7 @@ def _update_params(job: Job) -> list[Any]:
 
 
 def _decode(row: Sequence[Any]) -> Job:
-    raw = dict(zip(JOB_FIELDS, row, strict=True))
-    try:
-        raw["trace_context"] = _decode_trace(raw["trace_context"])
-        raw["cancel_requested"] = _decode_flag(raw["cancel_requested"])
-        return Job(**raw)
-    except (TypeError, ValueError) as exc:
-        raise CorruptJobError(str(raw["id"]), str(exc)) from exc
-
-
-def _valid(check: Callable[[Any], object], value: object) -> bool:
-    try:
-        check(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _repaired(row: Sequence[Any], now: float, reason: str) -> Job:
-    """The row as a decodable failed job: each field that cannot be decoded reset."""
-    raw = dict(zip(JOB_FIELDS, row, strict=True))
-
-    def keep(name: str, check: Callable[[Any], object], default: object) -> None:
-        if not _valid(check, raw[name]):
-            raw[name] = default
-
-    def optional(check: Callable[[Any], object]) -> Callable[[Any], object]:
-        return lambda value: None if value is None else check(value)
-
-    def is_bytes(value: object) -> None:
-        if not isinstance(value, bytes):
-            raise TypeError
-
-    def is_int(low: int, high: int | None = None) -> Callable[[Any], object]:
-        def check(value: object) -> None:
-            if type(value) is not int or value < low or (high is not None and value > high):
-                raise ValueError
-
-        return check
-
-    keep("type", lambda v: check_name("type", v), "corrupt")
-    keep("args", is_bytes, b"")
-    keep("priority", is_int(MIN_PRIORITY, MAX_PRIORITY), 0)
-    keep("max_attempts", is_int(1), 1)
-    keep("attempt", is_int(0, raw["max_attempts"]), raw["max_attempts"])
-    keep("created_at", lambda v: check_time("t", v), now)
-    keep("run_at", lambda v: check_time("t", v), now)
-    keep("timeout", optional(lambda v: check_duration("t", v)), None)
-    keep("idempotency_key", optional(lambda v: check_name("key", v)), None)
-    keep("result", optional(is_bytes), None)
-    keep("error_traceback", optional(lambda v: check_text("t", v)), None)
-    keep("trace_context", _decode_trace, None)
-    if raw["trace_context"] is not None:
-        raw["trace_context"] = _decode_trace(raw["trace_context"])
-    raw.update(
-        state=JobState.FAILED,
-        updated_at=now,
-        finished_at=now,
-        owner=None,
-        lease_expires_at=None,
-        cancel_requested=False,
-        last_error=corrupt_reason(reason),
-    )
-    return Job(**raw)
+    return decode_row(row, _decode_flag)
 
 
 # ---------------------------------------------------------------- transactions
@@ -683,7 +592,7 @@ class SQLiteJobStore(BaseJobStore):
             if not rows:
                 raise UnknownJobError(job_id)
             try:
-                job = _repaired(rows[0], now, reason)
+                job = repaired(rows[0], now, reason)
             except (TypeError, ValueError) as exc:
                 raise StoreError(f"job {job_id!r} cannot be repaired: {exc}", exc) from exc
             tx.update(job)
