@@ -36,6 +36,11 @@ A row that cannot be decoded into a valid :class:`Job` raises
 ``fault_injector`` is called before each write statement (``COMMIT``
 included) with the operation's name; whatever it raises rolls the transaction
 back and surfaces as :class:`StoreError`.
+
+The SQL it shares with PostgreSQL (reads, claims, renewals, changes,
+recovery) is :class:`~taskrunner.jobs.sql_store.SqlJobStore`'s; this module
+keeps the SQLite dialect: the connection, ``BEGIN IMMEDIATE`` and busy retries,
+inserts and constraint errors, and the schema.
 """
 
 from __future__ import annotations
@@ -46,36 +51,23 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from taskrunner.errors import ClosedError
-from taskrunner.jobs.base_store import BaseJobStore, Filters
 from taskrunner.jobs.errors import (
-    CorruptJobError,
     DuplicateJobError,
-    JobError,
     StoreError,
-    UnknownJobError,
 )
 from taskrunner.jobs.model import (
     JOB_FIELDS,
     Job,
-    check_time,
 )
-from taskrunner.jobs.rules import (
-    after_claim,
-    after_complete_many,
-    after_recover,
-    after_renew,
-    claim_order_key,
-    on_attempt,
-)
-from taskrunner.jobs.sql_rows import decode_row, job_values, repaired
+from taskrunner.jobs.sql_rows import decode_row, job_values
+from taskrunner.jobs.sql_store import SqlJobStore
 from taskrunner.jobs.store import (
     FaultInjector,
-    LeaseRenewal,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "Migration", "SQLiteJobStore"]
@@ -254,20 +246,42 @@ class _Tx:
                 raise StoreError(f"{self._operation}: write failed: {exc}", exc) from exc
         return self._conn.execute(sql, params).rowcount
 
-    def get(self, job_id: str) -> Job:
-        found = self.jobs(f"{_SELECT} WHERE id = ?", (job_id,))
-        if not found:
-            raise UnknownJobError(job_id)
-        return found[0]
+    def update_many(self, changes: Sequence[tuple[Job, Job]]) -> None:
+        for _, job in changes:
+            try:
+                self.write(_UPDATE, _update_params(job))
+            except sqlite3.IntegrityError as exc:
+                raise _duplicate(self, job, exc, inserting=False) from exc
 
-    def update(self, job: Job) -> None:
+    def update_all(self, job: Job) -> None:
         self.write(_UPDATE, _update_params(job))
+
+
+def _duplicate(tx: _Tx, job: Job, exc: sqlite3.IntegrityError, *, inserting: bool) -> Exception:
+    """The error for an INSERT or UPDATE of ``job`` refused by a constraint.
+
+    Asked inside the failed statement's transaction, which still holds the
+    write lock, so the answer is consistent with the refusal.
+    """
+    if inserting and tx.rows("SELECT 1 FROM jobs WHERE id = ?", (job.id,)):
+        return DuplicateJobError(job.id, existing_id=job.id)
+    if job.idempotency_key is not None:
+        holder = tx.rows(
+            "SELECT id FROM jobs WHERE idempotency_key = ? AND id != ?"
+            " AND state IN ('pending', 'running')",
+            (job.idempotency_key, job.id),
+        )
+        if holder:
+            return DuplicateJobError(
+                job.id, existing_id=holder[0][0], idempotency_key=job.idempotency_key
+            )
+    return StoreError(f"job {job.id!r}: constraint failed: {exc}", exc)
 
 
 # ---------------------------------------------------------------- the store
 
 
-class SQLiteJobStore(BaseJobStore):
+class SQLiteJobStore(SqlJobStore[_Tx]):
     """A :class:`~taskrunner.jobs.store.JobStore` in one SQLite file.
 
     ``path`` is the database file (created if missing; ``":memory:"`` gives a
@@ -424,207 +438,27 @@ class SQLiteJobStore(BaseJobStore):
                 try:
                     tx.write(_INSERT, _job_params(job))
                 except sqlite3.IntegrityError as exc:
-                    raise self._duplicate(tx, job, exc, inserting=True) from exc
+                    raise _duplicate(tx, job, exc, inserting=True) from exc
 
         self._transaction("insert", insert)
 
-    @staticmethod
-    def _duplicate(tx: _Tx, job: Job, exc: sqlite3.IntegrityError, *, inserting: bool) -> Exception:
-        """The error for an INSERT or UPDATE of ``job`` refused by a constraint.
+    # ------------------------------------------------------------ the dialect
 
-        Asked inside the failed statement's transaction, which still holds the
-        write lock, so the answer is consistent with the refusal.
-        """
-        if inserting and tx.rows("SELECT 1 FROM jobs WHERE id = ?", (job.id,)):
-            return DuplicateJobError(job.id, existing_id=job.id)
-        if job.idempotency_key is not None:
-            holder = tx.rows(
-                "SELECT id FROM jobs WHERE idempotency_key = ? AND id != ?"
-                " AND state IN ('pending', 'running')",
-                (job.idempotency_key, job.id),
-            )
-            if holder:
-                return DuplicateJobError(
-                    job.id, existing_id=holder[0][0], idempotency_key=job.idempotency_key
-                )
-        return StoreError(f"job {job.id!r}: constraint failed: {exc}", exc)
+    _mark = "?"
+    _table = "jobs"
+    _for_update = ""  # the write lock (BEGIN IMMEDIATE) covers every row
+    _skip_locked = ""
+    _chunk = _CHUNK
 
-    def _get(self, job_id: str) -> Job:
-        return self._read("get", lambda tx: tx.get(job_id))
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
-    def _find_key(self, key: str) -> Job | None:
-        def find(tx: _Tx) -> Job | None:
-            found = tx.jobs(
-                f"{_SELECT} WHERE idempotency_key = ? AND state IN ('pending', 'running')",
-                (key,),
-            )
-            return found[0] if found else None
+    def _after(self, position: tuple[float, str]) -> tuple[str, list[Any]]:
+        created_at, job_id = position
+        return "(created_at > ? OR (created_at = ? AND id > ?))", [created_at, created_at, job_id]
 
-        return self._read("find_by_idempotency_key", find)
-
-    @staticmethod
-    def _where(filters: Filters) -> tuple[list[str], list[Any]]:
-        states, types, since = filters
-        terms: list[str] = []
-        params: list[Any] = []
-        if states is not None:
-            ordered = sorted(state.value for state in states)
-            terms.append(f"state IN ({', '.join('?' * len(ordered))})")
-            params.extend(ordered)
-        if types is not None:
-            names = sorted(types)
-            terms.append(f"type IN ({', '.join('?' * len(names))})")
-            params.extend(names)
-        if since is not None:
-            terms.append("created_at >= ?")
-            params.append(since)
-        return terms, params
-
-    def _list(self, filters: Filters, limit: int, position: tuple[float, str] | None) -> list[Job]:
-        terms, params = self._where(filters)
-        if position is not None:
-            terms.append("(created_at > ? OR (created_at = ? AND id > ?))")
-            params.extend([position[0], position[0], position[1]])
-        where = f" WHERE {' AND '.join(terms)}" if terms else ""
-        sql = f"{_SELECT}{where} ORDER BY created_at, id LIMIT ?"
-        return self._read("list_jobs", lambda tx: tx.jobs(sql, [*params, limit]))
-
-    def _count(self, filters: Filters) -> int:
-        terms, params = self._where(filters)
-        where = f" WHERE {' AND '.join(terms)}" if terms else ""
-        count: int = self._read(
-            "count_jobs", lambda tx: tx.rows(f"SELECT count(*) FROM jobs{where}", params)[0][0]
-        )
-        return count
-
-    def _claim_due(
-        self, owner: str, now: float, limit: int, lease: float, types: frozenset[str] | None
-    ) -> list[Job]:
-        def claim(tx: _Tx) -> list[Job]:
-            if types is None:
-                due = tx.jobs(_claim_sql(False), (now, limit))
-            else:
-                # One ordered index range per type (no sort of every pending job),
-                # merged into the claim order.
-                found = [
-                    job
-                    for name in sorted(types)
-                    for job in tx.jobs(_claim_sql(True), (name, now, limit))
-                ]
-                due = sorted(found, key=claim_order_key)[:limit]
-            claimed = [after_claim(job, owner, now, lease) for job in due]
-            for job in claimed:
-                tx.update(job)
-            return claimed
-
-        return self._transaction("claim_due", claim)
-
-    def _renew(
-        self,
-        owner: str,
-        ids: Sequence[str],
-        now: float,
-        lease: float,
-        attempts: Mapping[str, int] | None,
-    ) -> LeaseRenewal:
-        def renew(tx: _Tx) -> LeaseRenewal:
-            found: list[Job] = []
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                found.extend(
-                    tx.jobs(
-                        f"{_SELECT} WHERE id IN ({marks}) AND state = 'running' AND owner = ?",
-                        [*chunk, owner],
-                    )
-                )
-            held = on_attempt(found, attempts)
-            for job in held:
-                tx.update(after_renew(job, now, lease))
-            return LeaseRenewal(
-                frozenset(job.id for job in held),
-                frozenset(job.id for job in held if job.cancel_requested),
-            )
-
-        return self._transaction("renew_leases", renew)
-
-    def _change(self, operation: str, job_id: str, change: Callable[[Job], Job]) -> Job:
-        def body(tx: _Tx) -> Job:
-            old = tx.get(job_id)
-            new = change(old)
-            if new is not old:
-                try:
-                    tx.update(new)
-                except sqlite3.IntegrityError as exc:
-                    raise self._duplicate(tx, new, exc, inserting=False) from exc
-            return new
-
-        return self._transaction(operation, body)
-
-    def _complete_many(
-        self, owner: str, now: float, batch: Sequence[tuple[str, bytes | None, int | None]]
-    ) -> list[Job | JobError]:
-        def body(tx: _Tx) -> list[Job | JobError]:
-            out, changes = after_complete_many(batch, owner, now, tx.get)
-            for _, new in changes:
-                tx.update(new)
-            return out
-
-        return self._transaction("complete", body)
-
-    def _recover(self, now: float, reason: str) -> list[Job]:
-        def recover(tx: _Tx) -> list[Job]:
-            expired = tx.jobs(
-                f"{_SELECT} WHERE state = 'running' AND lease_expires_at <= ?"
-                " ORDER BY lease_expires_at, id",
-                (now,),
-            )
-            recovered = [after_recover(job, now, reason) for job in expired]
-            for job in recovered:
-                tx.update(job)
-            return recovered
-
-        return self._transaction("recover_expired", recover)
-
-    def _fail_corrupt(self, job_id: str, now: float, reason: str) -> None:
-        def repair(tx: _Tx) -> None:
-            rows = tx.rows(f"{_SELECT} WHERE id = ?", (job_id,))
-            if not rows:
-                raise UnknownJobError(job_id)
-            try:
-                job = repaired(rows[0], now, reason)
-            except (TypeError, ValueError) as exc:
-                raise StoreError(f"job {job_id!r} cannot be repaired: {exc}", exc) from exc
-            tx.update(job)
-
-        self._transaction("fail_corrupt", repair)
-
-    def next_due(self) -> float | None:
-        def earliest(tx: _Tx) -> float | None:
-            rows = tx.rows(
-                "SELECT id, run_at FROM jobs WHERE state = 'pending' ORDER BY run_at LIMIT 1"
-            )
-            if not rows:
-                return None
-            job_id, run_at = rows[0]
-            try:
-                return check_time("run_at", run_at)
-            except (TypeError, ValueError) as exc:
-                raise CorruptJobError(str(job_id), str(exc)) from exc
-
-        return self._read("next_due", earliest)
-
-    def _purge(self, finished_before: float) -> int:
-        limit = finished_before
-
-        def purge(tx: _Tx) -> int:
-            return tx.write(
-                "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?"
-                " AND state IN ('succeeded', 'failed', 'cancelled')",
-                (limit,),
-            )
-
-        return self._transaction("purge", purge)
+    def _claim_query(self, of_type: bool) -> str:
+        return _claim_sql(of_type)
 
     def close(self) -> None:
         with self._lock:
