@@ -73,6 +73,12 @@ that changes rows (a batch of inserts or updates is one statement), before
 ``COMMIT``, and, when migrating, before each DDL statement; whatever it raises
 rolls the transaction back and surfaces as :class:`StoreError`.
 
+The SQL it shares with SQLite is
+:class:`~taskrunner.jobs.sql_store.SqlJobStore`'s; this module keeps the
+PostgreSQL dialect: the pool, row locks (``FOR UPDATE [SKIP LOCKED]``),
+inserts and constraint errors, LISTEN/NOTIFY, and the schema (in
+:mod:`~taskrunner.jobs.postgres_schema`).
+
 Needs psycopg 3 (``pip install 'taskrunner[postgres]'``); importing this
 module without it raises an ``ImportError`` that says so.
 """
@@ -96,15 +102,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from taskrunner.errors import ClosedError
-from taskrunner.jobs.base_store import BaseJobStore, Filters
 from taskrunner.jobs.errors import (
-    CorruptJobError,
     DuplicateJobError,
-    JobError,
     StoreError,
-    UnknownJobError,
 )
-from taskrunner.jobs.model import JOB_FIELDS, Job, check_time
+from taskrunner.jobs.model import JOB_FIELDS, Job
 from taskrunner.jobs.postgres_schema import (
     DEFAULT_SCHEMA,
     MIGRATIONS,
@@ -120,19 +122,11 @@ from taskrunner.jobs.postgres_schema import (
     migrate,
     schema_version,
 )
-from taskrunner.jobs.rules import (
-    after_claim,
-    after_complete_many,
-    after_recover,
-    after_renew,
-    claim_order_key,
-    on_attempt,
-)
-from taskrunner.jobs.sql_rows import decode_row, job_values, repaired
+from taskrunner.jobs.sql_rows import decode_row, job_values
+from taskrunner.jobs.sql_store import SqlJobStore
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import (
     FaultInjector,
-    LeaseRenewal,
 )
 
 __all__ = [
@@ -188,10 +182,6 @@ def _pg_text(text: str) -> str:
     return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
-def _pg_optional_text(text: str | None) -> str | None:
-    return None if text is None else _pg_text(text)
-
-
 def _check_storable(job: Job) -> Job:
     for name in ("id", "type", "idempotency_key"):
         value = getattr(job, name)
@@ -244,7 +234,6 @@ class _Sql:
             + ", ".join(f"{name} = %({name})s" for name in JOB_FIELDS[1:])
             + " WHERE id = %(id)s"
         )
-        self.get_for_update = f"{self.select} WHERE id = %s FOR UPDATE"
         self.claim_due = (
             f"{self.select} WHERE state = 'pending' AND run_at <= %s"
             " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
@@ -252,14 +241,6 @@ class _Sql:
         self.claim_due_of_type = (
             f"{self.select} WHERE state = 'pending' AND type = %s AND run_at <= %s"
             " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
-        )
-        self.held = (
-            f"{self.select} WHERE id = ANY(%s) AND state = 'running' AND owner = %s"
-            " ORDER BY id FOR UPDATE"
-        )
-        self.expired = (
-            f"{self.select} WHERE state = 'running' AND lease_expires_at <= %s"
-            " ORDER BY lease_expires_at, id FOR UPDATE SKIP LOCKED"
         )
         self.key_holder = (
             f"SELECT id FROM {jobs} WHERE idempotency_key = %s AND id <> %s"
@@ -330,15 +311,6 @@ class _Tx:
         with self._conn.cursor() as cur:
             cur.executemany(sql, params)
 
-    def get_for_update(self, job_id: str) -> Job:
-        found = self.jobs(self._sql.get_for_update, (job_id,))
-        if not found:
-            raise UnknownJobError(job_id)
-        return found[0]
-
-    def update(self, old: Job, new: Job) -> None:
-        self.update_many([(old, new)])
-
     def update_many(self, changes: Sequence[tuple[Job, Job]]) -> None:
         """Write the new forms of jobs read (and locked) in this transaction."""
         params = []
@@ -350,6 +322,10 @@ class _Tx:
             if new.state is JobState.PENDING and old.state is not JobState.PENDING:
                 self.pending(new.run_at)
         self.write_many(self._sql.update, params)
+
+    def update_all(self, job: Job) -> None:
+        """Rewrite every column of ``job``'s row (the repair of a corrupt row)."""
+        self.write(self._sql.update_all, _job_params(job))
 
     def pending(self, run_at: float) -> None:
         """Note that a job became pending, due at ``run_at``: subscribers will be told."""
@@ -426,7 +402,7 @@ def _parse_due(payload: str) -> float | None:
 # ---------------------------------------------------------------- the store
 
 
-class PostgresJobStore(BaseJobStore):
+class PostgresJobStore(SqlJobStore[_Tx]):
     """A :class:`~taskrunner.jobs.store.JobStore` in a PostgreSQL database, shared by many machines.
 
     ``dsn`` is a libpq connection string or URI (``"postgresql://user@host/db"``).
@@ -478,6 +454,7 @@ class PostgresJobStore(BaseJobStore):
         self._connect_kwargs = extra
         self._fault_injector = fault_injector
         self._sql = _Sql(self._schema)
+        self._table = self._sql.jobs
         # _lock guards _closed, _subscribers, _next_subscriber and _listener.  It is never
         # held while talking to the database or calling a subscriber.
         self._lock = threading.Lock()
@@ -656,110 +633,27 @@ class PostgresJobStore(BaseJobStore):
 
         return self._read("insert", find)
 
-    def _get(self, job_id: str) -> Job:
-        def get(tx: _Tx) -> Job:
-            found = tx.jobs(f"{self._sql.select} WHERE id = %s", (job_id,))
-            if not found:
-                raise UnknownJobError(job_id)
-            return found[0]
+    # ------------------------------------------------------------ the dialect
 
-        return self._read("get", get)
+    _mark = "%s"
+    _for_update = " FOR UPDATE"
+    _skip_locked = " FOR UPDATE SKIP LOCKED"
+    _chunk = None
 
-    def _find_key(self, key: str) -> Job | None:
-        def find(tx: _Tx) -> Job | None:
-            found = tx.jobs(
-                f"{self._sql.select} WHERE idempotency_key = %s"
-                " AND state IN ('pending', 'running')",
-                (key,),
-            )
-            return found[0] if found else None
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(%s)", [list(values)]
 
-        return self._read("find_by_idempotency_key", find)
+    def _after(self, position: tuple[float, str]) -> tuple[str, list[Any]]:
+        return "(created_at, id) > (%s, %s)", list(position)
 
-    @staticmethod
-    def _where(filters: Filters) -> tuple[list[str], list[Any]]:
-        states, types, since = filters
-        terms: list[str] = []
-        params: list[Any] = []
-        if states is not None:
-            terms.append("state = ANY(%s)")
-            params.append(sorted(state.value for state in states))
-        if types is not None:
-            terms.append("type = ANY(%s)")
-            params.append(sorted(types))
-        if since is not None:
-            terms.append("created_at >= %s")
-            params.append(since)
-        return terms, params
-
-    def _list(self, filters: Filters, limit: int, position: tuple[float, str] | None) -> list[Job]:
-        terms, params = self._where(filters)
-        if position is not None:
-            terms.append("(created_at, id) > (%s, %s)")
-            params.extend(position)
-        where = f" WHERE {' AND '.join(terms)}" if terms else ""
-        sql = f"{self._sql.select}{where} ORDER BY created_at, id LIMIT %s"
-        return self._read("list_jobs", lambda tx: tx.jobs(sql, [*params, limit]))
-
-    def _count(self, filters: Filters) -> int:
-        terms, params = self._where(filters)
-        where = f" WHERE {' AND '.join(terms)}" if terms else ""
-        sql = f"SELECT count(*) FROM {self._sql.jobs}{where}"
-        count: int = self._read("count_jobs", lambda tx: tx.rows(sql, params)[0][0])
-        return count
-
-    def _claim_due(
-        self, owner: str, now: float, limit: int, lease: float, types: frozenset[str] | None
-    ) -> list[Job]:
-        def claim(tx: _Tx) -> list[Job]:
-            if types is None:
-                rows = tx.jobs(self._sql.claim_due, (now, limit))
-            else:
-                # One ordered range of jobs_claim_by_type per type (no sort of every
-                # pending job), merged into the claim order.  Rows locked here but
-                # not taken are released at commit (others skip them meanwhile).
-                rows = [
-                    job
-                    for name in sorted(types)
-                    for job in tx.jobs(self._sql.claim_due_of_type, (name, now, limit))
-                ]
-            due = sorted(rows, key=claim_order_key)[:limit]
-            changes = [(job, after_claim(job, owner, now, lease)) for job in due]
-            tx.update_many(changes)
-            return [new for _, new in changes]
-
-        return self._transaction("claim_due", claim)
-
-    def _renew(
-        self,
-        owner: str,
-        ids: Sequence[str],
-        now: float,
-        lease: float,
-        attempts: Mapping[str, int] | None,
-    ) -> LeaseRenewal:
-        def renew(tx: _Tx) -> LeaseRenewal:
-            held = on_attempt(tx.jobs(self._sql.held, (list(ids), owner)), attempts)
-            tx.update_many([(job, after_renew(job, now, lease)) for job in held])
-            return LeaseRenewal(
-                frozenset(job.id for job in held),
-                frozenset(job.id for job in held if job.cancel_requested),
-            )
-
-        return self._transaction("renew_leases", renew)
+    def _claim_query(self, of_type: bool) -> str:
+        return self._sql.claim_due_of_type if of_type else self._sql.claim_due
 
     def _change(self, operation: str, job_id: str, change: Callable[[Job], Job]) -> Job:
-        """Lock one job, compute its new form with ``change``, and write it, atomically."""
-
-        def body(tx: _Tx) -> Job:
-            old = tx.get_for_update(job_id)
-            new = change(old)
-            if new is not old:
-                tx.update(old, new)
-            return new
-
+        """The shared change; a unique violation (only a manual retry can meet one)
+        becomes :class:`DuplicateJobError` naming the job that holds the key."""
         try:
-            return self._transaction(operation, body)
+            return super()._change(operation, job_id, change)
         except StoreError as exc:
             if not isinstance(exc.cause, pg_errors.UniqueViolation):
                 raise
@@ -776,72 +670,6 @@ class PostgresJobStore(BaseJobStore):
                         job_id, existing_id=holder[0][0], idempotency_key=key
                     ) from exc
             raise
-
-    def _complete_many(
-        self, owner: str, now: float, batch: Sequence[tuple[str, bytes | None, int | None]]
-    ) -> list[Job | JobError]:
-        """Rows are locked in id order (whatever the order of ``batch``), so two
-        owners completing overlapping batches cannot deadlock."""
-
-        def body(tx: _Tx) -> list[Job | JobError]:
-            out, changes = after_complete_many(
-                batch, owner, now, tx.get_for_update, lock_order=True
-            )
-            if changes:
-                tx.update_many(changes)
-            return out
-
-        return self._transaction("complete", body)
-
-    def _recover(self, now: float, reason: str) -> list[Job]:
-        def recover(tx: _Tx) -> list[Job]:
-            expired = tx.jobs(self._sql.expired, (now,))
-            changes = [(job, after_recover(job, now, reason)) for job in expired]
-            tx.update_many(changes)
-            return [new for _, new in changes]
-
-        return self._transaction("recover_expired", recover)
-
-    def _fail_corrupt(self, job_id: str, now: float, reason: str) -> None:
-        def repair(tx: _Tx) -> None:
-            rows = tx.rows(self._sql.get_for_update, (job_id,))
-            if not rows:
-                raise UnknownJobError(job_id)
-            try:
-                job = repaired(rows[0], now, reason)
-            except (TypeError, ValueError) as exc:
-                raise StoreError(f"job {job_id!r} cannot be repaired: {exc}", exc) from exc
-            tx.write(self._sql.update_all, _job_params(job))
-
-        self._transaction("fail_corrupt", repair)
-
-    def next_due(self) -> float | None:
-        def earliest(tx: _Tx) -> float | None:
-            rows = tx.rows(
-                f"SELECT id, run_at FROM {self._sql.jobs} WHERE state = 'pending'"
-                " ORDER BY run_at LIMIT 1"
-            )
-            if not rows:
-                return None
-            job_id, run_at = rows[0]
-            try:
-                return check_time("run_at", run_at)
-            except (TypeError, ValueError) as exc:
-                raise CorruptJobError(str(job_id), str(exc)) from exc
-
-        return self._read("next_due", earliest)
-
-    def _purge(self, finished_before: float) -> int:
-        limit = finished_before
-
-        def purge(tx: _Tx) -> int:
-            return tx.write(
-                f"DELETE FROM {self._sql.jobs} WHERE finished_at IS NOT NULL"
-                " AND finished_at < %s AND state IN ('succeeded', 'failed', 'cancelled')",
-                (limit,),
-            )
-
-        return self._transaction("purge", purge)
 
     def close(self) -> None:
         """Close the pool and stop the listener.  Idempotent; in-flight calls may fail."""
