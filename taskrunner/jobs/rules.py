@@ -369,20 +369,19 @@ def after_recover(job: Job, now: float, reason: str) -> Job:
     return _to(job, JobState.FAILED, now, last_error=reason, error_traceback=None)
 
 
-def corrupt_reason(reason: str) -> str:
-    return f"corrupt job: {reason}"
+def repair_fields(now: float, reason: str) -> dict[str, object]:
+    """The fields a corrupt job is repaired with: failed at ``now``, unowned, ``reason`` named."""
+    return {
+        "state": JobState.FAILED,
+        "updated_at": now,
+        "finished_at": now,
+        "owner": None,
+        "lease_expires_at": None,
+        "cancel_requested": False,
+        "last_error": f"corrupt job: {reason}",
+    }
 
 
 def after_fail_corrupt(job: Job, now: float, reason: str) -> Job:
     """The repaired row as a failed job (outside the transition table, see states)."""
-    return dataclasses.replace(
-        job,
-        state=JobState.FAILED,
-        updated_at=now,
-        finished_at=now,
-        owner=None,
-        lease_expires_at=None,
-        cancel_requested=False,
-        last_error=corrupt_reason(reason),
-        error_traceback=None,
-    )
+    return dataclasses.replace(job, **repair_fields(now, reason), error_traceback=None)  # type: ignore[arg-type]

@@ -26,8 +26,7 @@ from taskrunner.jobs.model import (
     check_name,
     check_time,
 )
-from taskrunner.jobs.rules import check_text, corrupt_reason
-from taskrunner.jobs.states import JobState
+from taskrunner.jobs.rules import check_text, repair_fields
 
 __all__ = ["decode_row", "decode_trace", "job_values", "repaired"]
 
@@ -115,13 +114,5 @@ def repaired(row: Sequence[Any], now: float, reason: str) -> Job:
     keep("trace_context", decode_trace, None)
     if raw["trace_context"] is not None:
         raw["trace_context"] = decode_trace(raw["trace_context"])
-    raw.update(
-        state=JobState.FAILED,
-        updated_at=now,
-        finished_at=now,
-        owner=None,
-        lease_expires_at=None,
-        cancel_requested=False,
-        last_error=corrupt_reason(reason),
-    )
+    raw.update(repair_fields(now, reason))
     return Job(**raw)
