@@ -55,6 +55,7 @@ from taskrunner.jobs.model import (
     new_job,
     new_job_id,
 )
+from taskrunner.jobs.outcomes import Cancel, Snooze
 from taskrunner.jobs.retry import RetryPolicy, retry_call
 from taskrunner.jobs.sqlite_store import SQLiteJobStore
 from taskrunner.jobs.states import (
@@ -79,6 +80,7 @@ __all__ = [
     "MIN_PRIORITY",
     "TRANSITIONS",
     "UNFINISHED_STATES",
+    "Cancel",
     "CancelToken",
     "CorruptJobError",
     "DuplicateJobError",
@@ -104,6 +106,7 @@ __all__ = [
     "SQLiteJobStore",
     "SerializationError",
     "Serializer",
+    "Snooze",
     "StoreError",
     "UnknownJobError",
     "UnknownJobTypeError",

@@ -41,6 +41,7 @@ from taskrunner.jobs.rules import (
     after_fail,
     after_mark_cancelled,
     after_retry,
+    after_snooze,
     check_attempt,
     check_attempts,
     check_completions,
@@ -356,6 +357,24 @@ class BaseJobStore(ABC):
             "fail",
             job_id,
             lambda job: after_fail(job, owner, now, error, trace, retry_time, attempt),
+        )
+
+    def snooze(
+        self,
+        job_id: str,
+        owner: str,
+        now: float,
+        run_at: float,
+        *,
+        attempt: int | None = None,
+    ) -> Job:
+        job_id = self._job_id(job_id)
+        owner = self._owner(owner)
+        now = check_now(now)
+        due = check_time("run_at", run_at)
+        attempt = check_attempt(attempt)
+        return self._change(
+            "snooze", job_id, lambda job: after_snooze(job, owner, now, due, attempt)
         )
 
     def mark_cancelled(

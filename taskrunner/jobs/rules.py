@@ -332,6 +332,19 @@ def after_fail(
     return _to(job, JobState.FAILED, now, last_error=error, error_traceback=traceback)
 
 
+def after_snooze(job: Job, owner: str, now: float, run_at: float, attempt: int | None) -> Job:
+    """The holder puts its job back to sleep until ``run_at``: the attempt is not counted.
+
+    ``PENDING`` due at ``run_at`` with ``attempt`` back to what it was before
+    the claim, ``last_error`` and its traceback kept; ``CANCELLED`` instead if
+    its cancellation was requested (the attempt stopped after the request).
+    """
+    check_holder(job, owner, attempt)
+    if job.cancel_requested:
+        return _to(job, JobState.CANCELLED, now, last_error="cancelled", error_traceback=None)
+    return _to(job, JobState.PENDING, now, run_at=run_at, attempt=job.attempt - 1)
+
+
 def after_mark_cancelled(
     job: Job, owner: str | None, now: float, reason: str, attempt: int | None
 ) -> Job:

@@ -27,7 +27,8 @@ The guarantees every store gives:
 * **Leases.**  A claim records an owner and a lease deadline.  The owner
   extends it with :meth:`~JobStore.renew_leases` and finishes the job with
   :meth:`~JobStore.complete`, :meth:`~JobStore.fail` or
-  :meth:`~JobStore.mark_cancelled`.  Once the deadline passes,
+  :meth:`~JobStore.mark_cancelled`, or puts it back uncounted with
+  :meth:`~JobStore.snooze`.  Once the deadline passes,
   :meth:`~JobStore.recover_expired` may take the job back; from then on the old
   owner's calls raise :class:`LeaseLostError`.  An expired lease that has not
   been recovered is still held: its owner may still finish the job.  "Holds"
@@ -257,6 +258,25 @@ class JobStore(Protocol):
         Otherwise, with ``retry_at`` and an attempt left, it goes back to
         ``PENDING`` due at ``retry_at``; else it becomes ``FAILED``.  ``error``
         and ``traceback`` are stored in every case.  Ownership is checked as for :meth:`complete`.
+        """
+        ...
+
+    def snooze(
+        self,
+        job_id: str,
+        owner: str,
+        now: float,
+        run_at: float,
+        *,
+        attempt: int | None = None,
+    ) -> Job:
+        """``RUNNING -> PENDING`` due at ``run_at``, by the owner holding the job, uncounted.
+
+        The handler asked to run again later (``Snooze``): the attempt does not
+        count against ``max_attempts`` (``attempt`` goes back by one) and
+        ``last_error`` is kept.  If its cancellation was requested, the job
+        becomes ``CANCELLED`` instead.  Ownership is checked as for
+        :meth:`complete`.
         """
         ...
 
