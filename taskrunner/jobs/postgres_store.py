@@ -76,8 +76,10 @@ rolls the transaction back and surfaces as :class:`StoreError`.
 The SQL it shares with SQLite is
 :class:`~taskrunner.jobs.sql_store.SqlJobStore`'s; this module keeps the
 PostgreSQL dialect: the pool, row locks (``FOR UPDATE [SKIP LOCKED]``),
-inserts and constraint errors, LISTEN/NOTIFY, and the schema (in
-:mod:`~taskrunner.jobs.postgres_schema`).
+inserts and constraint errors, and subscriptions; its statements and
+transaction runner are in :mod:`~taskrunner.jobs.postgres_tx`, the listener
+thread in :mod:`~taskrunner.jobs.postgres_listen`, the schema in
+:mod:`~taskrunner.jobs.postgres_schema`.
 
 Needs psycopg 3 (``pip install 'taskrunner[postgres]'``); importing this
 module without it raises an ``ImportError`` that says so.
@@ -89,7 +91,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Any, Final, TypeVar
 
 try:
     import psycopg
@@ -106,7 +108,8 @@ from taskrunner.jobs.errors import (
     DuplicateJobError,
     StoreError,
 )
-from taskrunner.jobs.model import JOB_FIELDS, Job
+from taskrunner.jobs.model import Job
+from taskrunner.jobs.postgres_listen import Listener
 from taskrunner.jobs.postgres_schema import (
     DEFAULT_SCHEMA,
     MIGRATIONS,
@@ -122,9 +125,17 @@ from taskrunner.jobs.postgres_schema import (
     migrate,
     schema_version,
 )
-from taskrunner.jobs.sql_rows import decode_row, job_values
+from taskrunner.jobs.postgres_tx import (
+    Conn,
+    PgSql,
+    PgTx,
+    check_pg_name,
+    check_storable,
+    inject,
+    pg_text,
+)
+from taskrunner.jobs.sql_rows import job_values
 from taskrunner.jobs.sql_store import SqlJobStore
-from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import (
     FaultInjector,
 )
@@ -142,7 +153,6 @@ __all__ = [
 
 log = logging.getLogger("taskrunner.jobs.postgres")
 T = TypeVar("T")
-_Conn: TypeAlias = "psycopg.Connection[tuple[Any, ...]]"
 
 #: A subscriber: called with the earliest due time (epoch seconds) among the
 #: jobs a notifying transaction made pending, or ``None`` when that is not
@@ -150,103 +160,7 @@ _Conn: TypeAlias = "psycopg.Connection[tuple[Any, ...]]"
 Subscriber = Callable[[float | None], None]
 
 
-_MAX_BIGINT: Final = 2**63 - 1
-_COLUMNS: Final = ", ".join(JOB_FIELDS)
-# The columns a rule of taskrunner.jobs.rules may change; the rest are fixed at insert
-# (only fail_corrupt rewrites them, with a statement of its own).
-_MUTABLE: Final = (
-    "state",
-    "attempt",
-    "updated_at",
-    "run_at",
-    "owner",
-    "lease_expires_at",
-    "result",
-    "last_error",
-    "error_traceback",
-    "finished_at",
-    "cancel_requested",
-)
-_FIXED: Final = tuple(name for name in JOB_FIELDS if name not in _MUTABLE)
 _RETRIES: Final = 5  # serialization failures and deadlocks are retried this many times
-
-
-def _check_pg_name(name: str, value: str) -> str:
-    if "\x00" in value:
-        raise ValueError(f"{name} contains a NUL character, which PostgreSQL text cannot hold")
-    return value
-
-
-def _pg_text(text: str) -> str:
-    """Free text as stored: NUL, which PostgreSQL text cannot hold, spelled out."""
-    return text.replace("\x00", "\\x00") if "\x00" in text else text
-
-
-def _check_storable(job: Job) -> Job:
-    for name in ("id", "type", "idempotency_key"):
-        value = getattr(job, name)
-        if value is not None:
-            _check_pg_name(f"Job.{name}", value)
-    if job.max_attempts > _MAX_BIGINT:
-        raise ValueError(f"Job.max_attempts must be <= {_MAX_BIGINT}, got {job.max_attempts}")
-    return job
-
-
-# ---------------------------------------------------------------- rows <-> jobs
-
-
-def _decode_flag(value: object) -> bool:
-    if type(value) is not bool:
-        raise ValueError(f"cancel_requested must be a boolean, got {value!r}")
-    return value
-
-
-_job_params = job_values
-
-
-def _decode(row: Sequence[Any]) -> Job:
-    return decode_row(row, _decode_flag)
-
-
-# ---------------------------------------------------------------- SQL
-
-
-class _Sql:
-    """The statements of one schema, built once (the schema name is checked and quoted)."""
-
-    def __init__(self, schema: str) -> None:
-        jobs = f'"{schema}".jobs'
-        self.schema = schema
-        self.jobs = jobs
-        self.channel = f"{schema}.jobs"
-        self.select = f"SELECT {_COLUMNS} FROM {jobs}"
-        self.insert = (
-            f"INSERT INTO {jobs} ({_COLUMNS}) VALUES "
-            f"({', '.join(f'%({name})s' for name in JOB_FIELDS)})"
-        )
-        self.update = (
-            f"UPDATE {jobs} SET "
-            + ", ".join(f"{name} = %({name})s" for name in _MUTABLE)
-            + " WHERE id = %(id)s"
-        )
-        self.update_all = (
-            f"UPDATE {jobs} SET "
-            + ", ".join(f"{name} = %({name})s" for name in JOB_FIELDS[1:])
-            + " WHERE id = %(id)s"
-        )
-        self.claim_due = (
-            f"{self.select} WHERE state = 'pending' AND run_at <= %s"
-            " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
-        )
-        self.claim_due_of_type = (
-            f"{self.select} WHERE state = 'pending' AND type = %s AND run_at <= %s"
-            " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
-        )
-        self.key_holder = (
-            f"SELECT id FROM {jobs} WHERE idempotency_key = %s AND id <> %s"
-            " AND state IN ('pending', 'running')"
-        )
-        self.notify = "SELECT pg_notify(%s, %s)"
 
 
 def _check_seconds(name: str, value: object) -> float:
@@ -257,152 +171,10 @@ def _check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
-# ---------------------------------------------------------------- transactions
-
-
-def _inject(injector: FaultInjector | None, operation: str) -> None:
-    """Call the fault injector (if any) before a write; what it raises becomes StoreError."""
-    if injector is None:
-        return
-    try:
-        injector(operation)
-    except StoreError:
-        raise
-    except Exception as exc:
-        raise StoreError(f"{operation}: write failed: {exc}", exc) from exc
-
-
-class _Tx:
-    """The statements of one transaction on one borrowed connection."""
-
-    __slots__ = ("_conn", "_injector", "_operation", "_sql", "due")
-
-    def __init__(
-        self, conn: _Conn, sql: _Sql, operation: str, injector: FaultInjector | None
-    ) -> None:
-        self._conn = conn
-        self._sql = sql
-        self._operation = operation
-        self._injector = injector
-        #: Earliest run_at among the jobs this transaction made pending (for NOTIFY).
-        self.due: float | None = None
-
-    def inject(self) -> None:
-        """Give the fault injector its chance to fail the next write."""
-        _inject(self._injector, self._operation)
-
-    def rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
-        return self._conn.execute(sql, params).fetchall()
-
-    def jobs(self, sql: str, params: Sequence[Any] = ()) -> list[Job]:
-        return [_decode(row) for row in self.rows(sql, params)]
-
-    def write(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
-        self.inject()
-        return self._conn.execute(sql, params).rowcount
-
-    def write_many(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None:
-        if not params:
-            return
-        self.inject()
-        if len(params) == 1:  # executemany sets up a pipeline: worth it for several rows only
-            self._conn.execute(sql, params[0])
-            return
-        with self._conn.cursor() as cur:
-            cur.executemany(sql, params)
-
-    def update_many(self, changes: Sequence[tuple[Job, Job]]) -> None:
-        """Write the new forms of jobs read (and locked) in this transaction."""
-        params = []
-        for old, new in changes:
-            for name in _FIXED:  # the rules change only _MUTABLE columns
-                assert getattr(old, name) == getattr(new, name), (name, old.id)
-            row = _job_params(new)
-            params.append({name: row[name] for name in ("id", *_MUTABLE)})
-            if new.state is JobState.PENDING and old.state is not JobState.PENDING:
-                self.pending(new.run_at)
-        self.write_many(self._sql.update, params)
-
-    def update_all(self, job: Job) -> None:
-        """Rewrite every column of ``job``'s row (the repair of a corrupt row)."""
-        self.write(self._sql.update_all, _job_params(job))
-
-    def pending(self, run_at: float) -> None:
-        """Note that a job became pending, due at ``run_at``: subscribers will be told."""
-        self.due = run_at if self.due is None else min(self.due, run_at)
-
-    def commit_notice(self) -> None:
-        """Queue the NOTIFY (sent by PostgreSQL at commit), then let the injector fail COMMIT."""
-        if self.due is not None:
-            self._conn.execute(self._sql.notify, (self._sql.channel, repr(self.due)))
-        self.inject()
-
-
-# ---------------------------------------------------------------- the listener
-
-
-class _Listener:
-    """A thread holding one connection that LISTENs on the store's channel.
-
-    It calls ``deliver`` for each notification, and once after each
-    (re)connection with ``None`` (notifications may have been missed).  It
-    reconnects with backoff when the connection breaks and stops when ``stop``
-    is set (within ``poll`` seconds).
-    """
-
-    def __init__(
-        self,
-        dsn: str,
-        connect_kwargs: Mapping[str, Any],
-        channel: str,
-        deliver: Callable[[float | None], None],
-        poll: float = 0.25,
-    ) -> None:
-        self._dsn = dsn
-        self._connect_kwargs = dict(connect_kwargs)
-        self._channel = channel
-        self._deliver = deliver
-        self._poll = poll
-        self.stop = threading.Event()
-        #: Set once the first LISTEN is in place (for tests and callers that must not miss one).
-        self.listening = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="taskrunner-pg-listen", daemon=True)
-
-    def _run(self) -> None:
-        pause = 0.1
-        quoted = '"' + self._channel.replace('"', '""') + '"'
-        while not self.stop.is_set():
-            try:
-                with psycopg.connect(self._dsn, autocommit=True, **self._connect_kwargs) as conn:
-                    conn.execute(f"LISTEN {quoted}")
-                    self.listening.set()
-                    pause = 0.1
-                    self._deliver(None)
-                    while not self.stop.is_set():
-                        for note in conn.notifies(timeout=self._poll):
-                            self._deliver(_parse_due(note.payload))
-                            if self.stop.is_set():
-                                break
-            except psycopg.Error as exc:
-                if self.stop.is_set():
-                    break
-                log.warning("PostgreSQL listener: %s; reconnecting in %.1fs", exc, pause)
-                self.stop.wait(pause)
-                pause = min(pause * 2, 5.0)
-
-
-def _parse_due(payload: str) -> float | None:
-    try:
-        due = float(payload)
-    except ValueError:
-        return None
-    return due if math.isfinite(due) else None
-
-
 # ---------------------------------------------------------------- the store
 
 
-class PostgresJobStore(SqlJobStore[_Tx]):
+class PostgresJobStore(SqlJobStore[PgTx]):
     """A :class:`~taskrunner.jobs.store.JobStore` in a PostgreSQL database, shared by many machines.
 
     ``dsn`` is a libpq connection string or URI (``"postgresql://user@host/db"``).
@@ -453,7 +225,7 @@ class PostgresJobStore(SqlJobStore[_Tx]):
         extra.setdefault("connect_timeout", _timeout(self._connect_timeout))
         self._connect_kwargs = extra
         self._fault_injector = fault_injector
-        self._sql = _Sql(self._schema)
+        self._sql = PgSql(self._schema)
         self._table = self._sql.jobs
         # _lock guards _closed, _subscribers, _next_subscriber and _listener.  It is never
         # held while talking to the database or calling a subscriber.
@@ -461,9 +233,9 @@ class PostgresJobStore(SqlJobStore[_Tx]):
         self._closed = False
         self._subscribers: dict[int, Subscriber] = {}
         self._next_subscriber = 0
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         # The pool is itself thread-safe; it is closed once, by close().
-        self._pool: psycopg_pool.ConnectionPool[_Conn] = psycopg_pool.ConnectionPool(
+        self._pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
             self._dsn,
             kwargs={**extra, "autocommit": True},
             min_size=min_connections,
@@ -490,7 +262,7 @@ class PostgresJobStore(SqlJobStore[_Tx]):
     # ------------------------------------------------------------ setup
 
     def _open_schema(self, migrate: bool) -> None:
-        def check(conn: _Conn) -> None:
+        def check(conn: Conn) -> None:
             if migrate:
                 _apply_migrations(conn, self._schema, self._inject_migration)
                 return
@@ -507,7 +279,7 @@ class PostgresJobStore(SqlJobStore[_Tx]):
         self._with_connection("open", check)
 
     def _inject_migration(self) -> None:
-        _inject(self._fault_injector, "migrate")
+        inject(self._fault_injector, "migrate")
 
     # ------------------------------------------------------------ running statements
 
@@ -516,7 +288,7 @@ class PostgresJobStore(SqlJobStore[_Tx]):
             if self._closed:
                 raise ClosedError("the job store is closed")
 
-    def _with_connection(self, operation: str, body: Callable[[_Conn], T]) -> T:
+    def _with_connection(self, operation: str, body: Callable[[Conn], T]) -> T:
         """Run ``body`` on a pooled connection; map driver errors to StoreError/ClosedError.
 
         Serialization failures and deadlocks (PostgreSQL aborted the
@@ -541,12 +313,12 @@ class PostgresJobStore(SqlJobStore[_Tx]):
                 raise StoreError(f"{operation}: {exc}", exc) from exc
         raise AssertionError("not reached")
 
-    def _transaction(self, operation: str, body: Callable[[_Tx], T]) -> T:
+    def _transaction(self, operation: str, body: Callable[[PgTx], T]) -> T:
         """Run ``body`` in one transaction, then NOTIFY if it made jobs pending; all or nothing."""
         self._check_open()
 
-        def run(conn: _Conn) -> T:
-            tx = _Tx(conn, self._sql, operation, self._fault_injector)
+        def run(conn: Conn) -> T:
+            tx = PgTx(conn, self._sql, operation, self._fault_injector)
             with conn.transaction():
                 result = body(tx)
                 tx.commit_notice()
@@ -554,30 +326,30 @@ class PostgresJobStore(SqlJobStore[_Tx]):
 
         return self._with_connection(operation, run)
 
-    def _read(self, operation: str, body: Callable[[_Tx], T]) -> T:
+    def _read(self, operation: str, body: Callable[[PgTx], T]) -> T:
         """Run ``body``, which only reads (each statement in its own snapshot)."""
         self._check_open()
         return self._with_connection(
-            operation, lambda conn: body(_Tx(conn, self._sql, operation, None))
+            operation, lambda conn: body(PgTx(conn, self._sql, operation, None))
         )
 
     # ------------------------------------------------------------ the primitives
 
     def _name(self, name: str, value: str) -> str:
-        return _check_pg_name(name, value)
+        return check_pg_name(name, value)
 
     def _text(self, value: str) -> str:
-        return _pg_text(value)
+        return pg_text(value)
 
     def _storable(self, job: Job) -> Job:
-        return _check_storable(job)
+        return check_storable(job)
 
     def _ensure_open(self) -> None:
         self._check_open()
 
     def _insert(self, batch: Sequence[Job]) -> None:
-        def insert(tx: _Tx) -> None:
-            tx.write_many(self._sql.insert, [_job_params(job) for job in batch])
+        def insert(tx: PgTx) -> None:
+            tx.write_many(self._sql.insert, [job_values(job) for job in batch])
             tx.pending(min(job.run_at for job in batch))
 
         for _ in range(_RETRIES):
@@ -600,7 +372,7 @@ class PostgresJobStore(SqlJobStore[_Tx]):
         found any more.
         """
 
-        def find(tx: _Tx) -> DuplicateJobError | None:
+        def find(tx: PgTx) -> DuplicateJobError | None:
             taken = {
                 row[0]
                 for row in tx.rows(
@@ -713,7 +485,7 @@ class PostgresJobStore(SqlJobStore[_Tx]):
             self._next_subscriber += 1
             self._subscribers[token] = callback
             if self._listener is None:
-                self._listener = _Listener(
+                self._listener = Listener(
                     self._dsn, self._connect_kwargs, self._sql.channel, self._deliver
                 )
                 self._listener.thread.start()
