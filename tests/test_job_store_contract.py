@@ -604,6 +604,49 @@ def test_fail_without_retry_at_is_final(store: JobStore) -> None:
     assert store.fail("a", "w1", T0 + 1, "fatal").state is JobState.FAILED
 
 
+def test_snooze_puts_the_job_back_without_counting_the_attempt(store: JobStore) -> None:
+    store.insert(mk("a", max_attempts=1))
+    first = claim_one(store, "a")
+    with pytest.raises(LeaseLostError):
+        store.snooze("a", "w2", T0 + 1, T0 + 60)  # not the holder
+    with pytest.raises(LeaseLostError):
+        store.snooze("a", "w1", T0 + 1, T0 + 60, attempt=first.attempt + 1)  # stale attempt
+    snoozed = store.snooze("a", "w1", T0 + 1, T0 + 60, attempt=first.attempt)
+    assert snoozed.state is JobState.PENDING and snoozed.run_at == T0 + 60
+    assert snoozed.attempt == 0 and snoozed.owner is None and snoozed.lease_expires_at is None
+    assert snoozed.last_error is None and snoozed.updated_at == T0 + 1
+    assert store.get("a") == snoozed
+    assert store.claim("a", "w1", T0 + 59, lease_seconds=LEASE) is None  # not due yet
+    again = claim_one(store, "a", now=T0 + 60)
+    assert again.attempt == 1  # its one attempt is still there
+    assert store.fail("a", "w1", T0 + 61, "boom", retry_at=T0 + 70).state is JobState.FAILED
+    with pytest.raises(LeaseLostError):
+        store.snooze("a", "w1", T0 + 62, T0 + 90)  # finished: nobody holds it
+
+
+def test_snooze_of_a_job_whose_cancel_was_requested_cancels_it(store: JobStore) -> None:
+    store.insert(mk("a"))
+    claim_one(store, "a")
+    store.cancel("a", T0 + 1)
+    done = store.snooze("a", "w1", T0 + 2, T0 + 60)
+    assert done.state is JobState.CANCELLED and done.finished_at == T0 + 2
+    assert done.cancel_requested
+
+
+def test_snooze_rejects_bad_arguments(store: JobStore) -> None:
+    store.insert(mk("a"))
+    claim_one(store, "a")
+    with pytest.raises(TypeError, match="run_at"):
+        store.snooze("a", "w1", T0, "soon")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="run_at"):
+        store.snooze("a", "w1", T0, float("nan"))
+    with pytest.raises(ValueError, match="attempt"):
+        store.snooze("a", "w1", T0, T0 + 1, attempt=0)
+    with pytest.raises(UnknownJobError):
+        store.snooze("nope", "w1", T0, T0 + 1)
+    assert store.get("a").state is JobState.RUNNING
+
+
 def test_cancel_pending_running_and_finished_jobs(store: JobStore) -> None:
     store.insert_many([mk("p"), mk("r"), mk("r2"), mk("s")])
     claim_one(store, "r")

@@ -12,7 +12,10 @@ The pieces, bottom up:
   by :class:`MemoryJobStore` (tests), :class:`SQLiteJobStore` (the embedded
   default) and :class:`PostgresJobStore` (many worker processes on many
   machines; needs ``pip install 'taskrunner[postgres]'``, and is imported only
-  when first used).
+  when first used);
+* :mod:`~taskrunner.jobs.rules` and :mod:`~taskrunner.jobs.base_store`: what
+  the three stores share (the argument checks and per-job rules, and the
+  public methods written once over each store's primitives).
 
 The job manager that runs jobs on the thread pool is built on these.
 """
@@ -52,6 +55,7 @@ from taskrunner.jobs.model import (
     new_job,
     new_job_id,
 )
+from taskrunner.jobs.outcomes import Cancel, Snooze
 from taskrunner.jobs.retry import RetryPolicy, retry_call
 from taskrunner.jobs.sqlite_store import SQLiteJobStore
 from taskrunner.jobs.states import (
@@ -76,6 +80,7 @@ __all__ = [
     "MIN_PRIORITY",
     "TRANSITIONS",
     "UNFINISHED_STATES",
+    "Cancel",
     "CancelToken",
     "CorruptJobError",
     "DuplicateJobError",
@@ -101,6 +106,7 @@ __all__ = [
     "SQLiteJobStore",
     "SerializationError",
     "Serializer",
+    "Snooze",
     "StoreError",
     "UnknownJobError",
     "UnknownJobTypeError",

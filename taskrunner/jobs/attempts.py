@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import traceback
 from typing import Any
 
@@ -35,6 +34,7 @@ from taskrunner.jobs.handles import (
 )
 from taskrunner.jobs.manager_core import ManagerCore
 from taskrunner.jobs.model import Job
+from taskrunner.jobs.outcomes import Cancel, Snooze
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import MAX_PAGE_SIZE
@@ -240,7 +240,12 @@ class Attempts(ManagerCore):
             outcome = ("error", exc, "".join(traceback.format_exception(exc)))
         else:
             outcome = ("ok", value, None)
-        if outcome[0] == "ok" and self._batch_complete and attempt.token.reason is None:
+        if (
+            outcome[0] == "ok"
+            and self._batch_complete
+            and attempt.token.reason is None
+            and not isinstance(outcome[1], Snooze)
+        ):
             try:
                 payload = self._serializer.dumps(outcome[1])
             except (TypeError, ValueError, OverflowError):
@@ -294,6 +299,9 @@ class Attempts(ManagerCore):
             if reason == ctxmod.LEASE_LOST:
                 self._stale(attempt, "its lease was lost while it ran")
                 return  # the job was given out again: this attempt is fenced
+            if kind == "ok" and isinstance(value, Snooze):
+                self._write_snooze(job, value)
+                return
             if kind == "ok":
                 try:
                     payload = self._serializer.dumps(value)
@@ -309,8 +317,9 @@ class Attempts(ManagerCore):
                 return
             error: BaseException = value
             if isinstance(error, JobCancelled) or reason in (ctxmod.CANCELLED, ctxmod.DEADLINE):
+                why = error.reason if isinstance(error, Cancel) else reason or "cancelled"
                 done = self._store.mark_cancelled(
-                    job.id, self._owner, self.now(), reason or "cancelled", attempt=job.attempt
+                    job.id, self._owner, self.now(), why, attempt=job.attempt
                 )
                 self._job_metric(done, "cancelled")
                 self._count("cancelled")
@@ -437,6 +446,23 @@ class Attempts(ManagerCore):
             )
             self._resolve(done, None)
 
+    def _write_snooze(self, job: Job, snooze: Snooze) -> None:
+        """IO layer: the handler returned ``Snooze``: the job sleeps, its attempt
+        uncounted, or is cancelled if that was requested (store rule)."""
+        now_ns = self._clock.now_ns()
+        due_ns = now_ns + round(snooze.seconds * 1e9)
+        done = self._store.snooze(
+            job.id, self._owner, self._epoch(now_ns), self._epoch(due_ns), attempt=job.attempt
+        )
+        if done.state is JobState.CANCELLED:
+            self._job_metric(done, "cancelled")
+            self._count("cancelled")
+            self._resolve(done, None)
+            return
+        self._job_metric(done, "snoozed", attempt=job.attempt)
+        self._count("snoozed")
+        self._kick(due_ns)
+
     def _outcome_landed(self, attempt: RunningAttempt) -> bool:
         """IO layer, after a finish was refused: True if the refusal met this
         attempt's own outcome, written by an earlier try whose commit was
@@ -453,28 +479,6 @@ class Attempts(ManagerCore):
         self._resolve_from_store(job.id)
         return True
 
-    def _stale(self, attempt: RunningAttempt, why: str) -> None:
-        """A late attempt's outcome was dropped (fenced: the job is no longer held
-        on this attempt): log it, count it in ``stats()["stale"]``, and report the
-        attempt to the metrics with outcome ``stale``."""
-        job = attempt.job
-        self._count("stale")
-        log.warning(
-            "job %s attempt %d: stale outcome dropped, owner %s no longer holds it (%s)",
-            job.id,
-            job.attempt,
-            self._owner,
-            why,
-            extra={"job_id": job.id, "attempt": job.attempt, "owner": self._owner},
-        )
-        metrics = self._metrics
-        if metrics is not None:
-            try:
-                seconds = time.monotonic() - attempt.started
-                metrics.job_attempt_finished(job.type, job.attempt, "stale", seconds)
-            except Exception:
-                log.exception("a metrics hook failed for job %s", job.id, extra={"job_id": job.id})
-
     def _running(self, job_id: str) -> list[RunningAttempt]:
         """The attempts of ``job_id`` running here (more than one only while an
         older one, fenced, has not stopped yet)."""
@@ -490,20 +494,6 @@ class Attempts(ManagerCore):
                 del self._active[key]
             self._changed.notify_all()
         self._kick()
-
-    def _job_metric(self, job: Job, outcome: str | None = None) -> None:
-        """Report ``job``'s new state (and how its attempt ended) to the metrics."""
-        metrics = self._metrics
-        if metrics is None:
-            return
-        try:
-            metrics.job_state_changed(job.type, job.state.value, job.attempt)
-            if outcome is not None:
-                attempt = self._active.get((job.id, job.attempt))
-                seconds = 0.0 if attempt is None else time.monotonic() - attempt.started
-                metrics.job_attempt_finished(job.type, job.attempt, outcome, seconds)
-        except Exception:
-            log.exception("a metrics hook failed for job %s", job.id, extra={"job_id": job.id})
 
     # ---- futures -----------------------------------------------------------------------------
 

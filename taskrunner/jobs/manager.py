@@ -200,6 +200,7 @@ class JobManager(Attempts):
             "succeeded": 0,
             "failed": 0,
             "retried": 0,
+            "snoozed": 0,
             "cancelled": 0,
             "recovered": 0,
             "stale": 0,
@@ -597,7 +598,8 @@ class JobManager(Attempts):
 
     def stats(self) -> dict[str, Any]:
         """Counters since construction: ``submitted``, ``succeeded``, ``failed``,
-        ``retried``, ``cancelled``, ``recovered`` (dead owners' jobs taken back),
+        ``retried``, ``snoozed`` (attempts that returned ``Snooze``), ``cancelled``,
+        ``recovered`` (dead owners' jobs taken back),
         ``stale`` (late outcomes of fenced attempts, dropped), ``adopted`` (jobs
         claimed by a commit whose outcome was lost, run once found), ``store_retries``,
         ``corrupt``; ``active`` attempts now and this manager's ``owner``."""

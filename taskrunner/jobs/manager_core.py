@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -271,3 +272,45 @@ class ManagerCore:
     def _count(self, what: str, n: int = 1) -> None:
         with self._lock:
             self._stats[what] += n
+
+    def _job_metric(
+        self, job: Job, outcome: str | None = None, *, attempt: int | None = None
+    ) -> None:
+        """Report ``job``'s new state (and how its attempt ended) to the metrics.
+
+        ``attempt`` is the number of the attempt that ended, when the job's own
+        has changed since (a snooze gives the attempt back)."""
+        metrics = self._metrics
+        if metrics is None:
+            return
+        try:
+            metrics.job_state_changed(job.type, job.state.value, job.attempt)
+            if outcome is not None:
+                number = job.attempt if attempt is None else attempt
+                running = self._active.get((job.id, number))
+                seconds = 0.0 if running is None else time.monotonic() - running.started
+                metrics.job_attempt_finished(job.type, number, outcome, seconds)
+        except Exception:
+            log.exception("a metrics hook failed for job %s", job.id, extra={"job_id": job.id})
+
+    def _stale(self, attempt: RunningAttempt, why: str) -> None:
+        """A late attempt's outcome was dropped (fenced: the job is no longer held
+        on this attempt): log it, count it in ``stats()["stale"]``, and report the
+        attempt to the metrics with outcome ``stale``."""
+        job = attempt.job
+        self._count("stale")
+        log.warning(
+            "job %s attempt %d: stale outcome dropped, owner %s no longer holds it (%s)",
+            job.id,
+            job.attempt,
+            self._owner,
+            why,
+            extra={"job_id": job.id, "attempt": job.attempt, "owner": self._owner},
+        )
+        metrics = self._metrics
+        if metrics is not None:
+            try:
+                seconds = time.monotonic() - attempt.started
+                metrics.job_attempt_finished(job.type, job.attempt, "stale", seconds)
+            except Exception:
+                log.exception("a metrics hook failed for job %s", job.id, extra={"job_id": job.id})

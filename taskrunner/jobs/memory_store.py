@@ -15,58 +15,38 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from taskrunner.errors import ClosedError
+from taskrunner.jobs.base_store import BaseJobStore, Filters
 from taskrunner.jobs.errors import (
     DuplicateJobError,
     JobError,
     StoreError,
     UnknownJobError,
 )
-from taskrunner.jobs.model import Job, check_name, check_time
-from taskrunner.jobs.states import JobState
-from taskrunner.jobs.store import (
-    MAX_PAGE_SIZE,
-    FaultInjector,
-    JobPage,
-    LeaseRenewal,
-    after_cancel,
+from taskrunner.jobs.model import Job
+from taskrunner.jobs.rules import (
     after_claim,
-    after_complete,
     after_complete_many,
-    after_fail,
     after_fail_corrupt,
-    after_mark_cancelled,
     after_recover,
     after_renew,
-    after_retry,
-    check_attempt,
-    check_attempts,
-    check_completions,
-    check_filters,
-    check_job_id,
-    check_lease,
-    check_limit,
-    check_new_job,
-    check_now,
-    check_optional_text,
-    check_owner,
-    check_result,
-    check_text,
-    check_types,
     claim_order_key,
-    decode_cursor,
-    encode_cursor,
     is_due,
     matches,
     on_attempt,
+)
+from taskrunner.jobs.states import JobState
+from taskrunner.jobs.store import (
+    FaultInjector,
+    LeaseRenewal,
 )
 
 __all__ = ["MemoryJobStore"]
 
 
-class MemoryJobStore:
+class MemoryJobStore(BaseJobStore):
     """A :class:`~taskrunner.jobs.store.JobStore` held in this process's memory.
 
     Thread-safe: one lock serialises every operation.  ``fault_injector`` (for
@@ -92,7 +72,7 @@ class MemoryJobStore:
         if self._closed:
             raise ClosedError("the job store is closed")
 
-    def _get(self, job_id: str) -> Job:
+    def _lookup(self, job_id: str) -> Job:
         try:
             return self._jobs[job_id]
         except KeyError:
@@ -132,13 +112,13 @@ class MemoryJobStore:
             if job.idempotency_key is not None and not job.is_final:
                 self._keys[job.idempotency_key] = job.id
 
-    # ------------------------------------------------------------ the contract
+    # ------------------------------------------------------------ the primitives
 
-    def insert(self, job: Job) -> None:
-        self.insert_many([job])
+    def _ensure_open(self) -> None:
+        with self._lock:
+            self._check_open()
 
-    def insert_many(self, jobs: Sequence[Job]) -> None:
-        batch = [check_new_job(job) for job in jobs]
+    def _insert(self, batch: Sequence[Job]) -> None:
         with self._lock:
             self._check_open()
             ids: set[str] = set()
@@ -152,80 +132,45 @@ class MemoryJobStore:
                     keys[job.idempotency_key] = job.id
             self._write("insert", batch)
 
-    def get(self, job_id: str) -> Job:
-        check_job_id(job_id)
+    def _get(self, job_id: str) -> Job:
         with self._lock:
             self._check_open()
-            return self._get(job_id)
+            return self._lookup(job_id)
 
-    def find_by_idempotency_key(self, key: str) -> Job | None:
-        check_name("key", key)
+    def _find_key(self, key: str) -> Job | None:
         with self._lock:
             self._check_open()
             job_id = self._keys.get(key)
             return None if job_id is None else self._jobs[job_id]
 
-    def list_jobs(
-        self,
-        *,
-        states: Iterable[JobState | str] | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> JobPage:
-        state_set, type_set, since_f = check_filters(states, types, since)
-        limit = check_limit(limit, high=MAX_PAGE_SIZE)
-        position = None if after is None else decode_cursor(after)
+    def _list(self, filters: Filters, limit: int, position: tuple[float, str] | None) -> list[Job]:
         with self._lock:
             self._check_open()
             start = 0 if position is None else bisect.bisect_right(self._order, position)
             found: list[Job] = []
             for _, job_id in self._order[start:]:
                 job = self._jobs[job_id]
-                if matches(job, state_set, type_set, since_f):
+                if matches(job, *filters):
                     found.append(job)
-                    if len(found) > limit:
+                    if len(found) == limit:
                         break
-        if len(found) > limit:
-            return JobPage(tuple(found[:limit]), encode_cursor(found[limit - 1]))
-        return JobPage(tuple(found), None)
+            return found
 
-    def count_jobs(
-        self,
-        *,
-        states: Iterable[JobState | str] | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-    ) -> int:
-        state_set, type_set, since_f = check_filters(states, types, since)
+    def _count(self, filters: Filters) -> int:
         with self._lock:
             self._check_open()
-            return sum(
-                1 for job in self._jobs.values() if matches(job, state_set, type_set, since_f)
-            )
+            return sum(1 for job in self._jobs.values() if matches(job, *filters))
 
-    def claim_due(
-        self,
-        owner: str,
-        now: float,
-        *,
-        limit: int,
-        lease_seconds: float,
-        types: Iterable[str] | None = None,
+    def _claim_due(
+        self, owner: str, now: float, limit: int, lease: float, types: frozenset[str] | None
     ) -> list[Job]:
-        check_owner(owner)
-        now = check_now(now)
-        limit = check_limit(limit)
-        lease = check_lease(lease_seconds)
-        wanted = check_types(types)
         with self._lock:
             self._check_open()
             due = sorted(
                 (
                     j
                     for j in self._jobs.values()
-                    if is_due(j, now) and (wanted is None or j.type in wanted)
+                    if is_due(j, now) and (types is None or j.type in types)
                 ),
                 key=claim_order_key,
             )
@@ -233,43 +178,33 @@ class MemoryJobStore:
             self._write("claim_due", claimed)
             return claimed
 
-    def claim(self, job_id: str, owner: str, now: float, *, lease_seconds: float) -> Job | None:
-        check_job_id(job_id)
-        check_owner(owner)
-        now = check_now(now)
-        lease = check_lease(lease_seconds)
+    def _change(self, operation: str, job_id: str, change: Callable[[Job], Job]) -> Job:
         with self._lock:
             self._check_open()
-            job = self._get(job_id)
-            if not is_due(job, now):
-                return None
-            claimed = after_claim(job, owner, now, lease)
-            self._write("claim", [claimed])
-            return claimed
+            old = self._lookup(job_id)
+            new = change(old)
+            if new is not old:
+                self._check_key(new, self._keys)
+                self._write(operation, [new])
+            return new
 
-    def renew_leases(
+    def _renew(
         self,
         owner: str,
-        job_ids: Iterable[str],
+        ids: Sequence[str],
         now: float,
-        *,
-        lease_seconds: float,
-        attempts: Mapping[str, int] | None = None,
+        lease: float,
+        attempts: Mapping[str, int] | None,
     ) -> LeaseRenewal:
-        check_owner(owner)
-        ids = [check_job_id(job_id) for job_id in job_ids]
-        now = check_now(now)
-        lease = check_lease(lease_seconds)
-        on = check_attempts(attempts)
         with self._lock:
             self._check_open()
             held = on_attempt(
                 (
                     job
-                    for job in (self._jobs.get(job_id) for job_id in dict.fromkeys(ids))
+                    for job in (self._jobs.get(job_id) for job_id in ids)
                     if job is not None and job.state is JobState.RUNNING and job.owner == owner
                 ),
-                on,
+                attempts,
             )
             self._write("renew_leases", [after_renew(job, now, lease) for job in held])
             return LeaseRenewal(
@@ -277,110 +212,16 @@ class MemoryJobStore:
                 frozenset(job.id for job in held if job.cancel_requested),
             )
 
-    def complete(
-        self,
-        job_id: str,
-        owner: str,
-        now: float,
-        result: bytes | None = None,
-        *,
-        attempt: int | None = None,
-    ) -> Job:
-        check_job_id(job_id)
-        check_owner(owner)
-        now = check_now(now)
-        check_result(result)
-        attempt = check_attempt(attempt)
-        with self._lock:
-            self._check_open()
-            job = after_complete(self._get(job_id), owner, now, result, attempt)
-            self._write("complete", [job])
-            return job
-
-    def complete_many(
-        self, owner: str, now: float, items: Sequence[tuple[str, bytes | None, int | None]]
+    def _complete_many(
+        self, owner: str, now: float, batch: Sequence[tuple[str, bytes | None, int | None]]
     ) -> list[Job | JobError]:
-        """See :class:`~taskrunner.jobs.store.BatchCompletion`: all in one step."""
-        check_owner(owner)
-        now = check_now(now)
-        batch = check_completions(items)
         with self._lock:
             self._check_open()
-            out, changes = after_complete_many(batch, owner, now, self._get)
+            out, changes = after_complete_many(batch, owner, now, self._lookup)
             self._write("complete", [new for _, new in changes])
             return out
 
-    def fail(
-        self,
-        job_id: str,
-        owner: str,
-        now: float,
-        error: str,
-        traceback: str | None = None,
-        *,
-        retry_at: float | None = None,
-        attempt: int | None = None,
-    ) -> Job:
-        check_job_id(job_id)
-        check_owner(owner)
-        now = check_now(now)
-        check_text("error", error)
-        check_optional_text("traceback", traceback)
-        retry_at = None if retry_at is None else check_time("retry_at", retry_at)
-        attempt = check_attempt(attempt)
-        with self._lock:
-            self._check_open()
-            job = after_fail(self._get(job_id), owner, now, error, traceback, retry_at, attempt)
-            self._write("fail", [job])
-            return job
-
-    def mark_cancelled(
-        self,
-        job_id: str,
-        owner: str | None,
-        now: float,
-        reason: str = "cancelled",
-        *,
-        attempt: int | None = None,
-    ) -> Job:
-        check_job_id(job_id)
-        if owner is not None:
-            check_owner(owner)
-        now = check_now(now)
-        check_text("reason", reason)
-        attempt = check_attempt(attempt)
-        with self._lock:
-            self._check_open()
-            job = after_mark_cancelled(self._get(job_id), owner, now, reason, attempt)
-            self._write("mark_cancelled", [job])
-            return job
-
-    def cancel(self, job_id: str, now: float, reason: str = "cancelled") -> Job:
-        check_job_id(job_id)
-        now = check_now(now)
-        check_text("reason", reason)
-        with self._lock:
-            self._check_open()
-            old = self._get(job_id)
-            job = after_cancel(old, now, reason)
-            if job is not old:
-                self._write("cancel", [job])
-            return job
-
-    def retry(self, job_id: str, now: float, run_at: float | None = None) -> Job:
-        check_job_id(job_id)
-        now = check_now(now)
-        run_at = now if run_at is None else check_time("run_at", run_at)
-        with self._lock:
-            self._check_open()
-            job = after_retry(self._get(job_id), now, run_at)
-            self._check_key(job, self._keys)
-            self._write("retry", [job])
-            return job
-
-    def recover_expired(self, now: float, *, interrupted_reason: str = "interrupted") -> list[Job]:
-        now = check_now(now)
-        check_text("interrupted_reason", interrupted_reason)
+    def _recover(self, now: float, reason: str) -> list[Job]:
         with self._lock:
             self._check_open()
             expired = sorted(
@@ -393,17 +234,14 @@ class MemoryJobStore:
                 ),
                 key=lambda job: (job.lease_expires_at, job.id),
             )
-            recovered = [after_recover(job, now, interrupted_reason) for job in expired]
+            recovered = [after_recover(job, now, reason) for job in expired]
             self._write("recover_expired", recovered)
             return recovered
 
-    def fail_corrupt(self, job_id: str, now: float, reason: str) -> None:
-        check_job_id(job_id)
-        now = check_now(now)
-        check_text("reason", reason)
+    def _fail_corrupt(self, job_id: str, now: float, reason: str) -> None:
         with self._lock:
             self._check_open()
-            self._write("fail_corrupt", [after_fail_corrupt(self._get(job_id), now, reason)])
+            self._write("fail_corrupt", [after_fail_corrupt(self._lookup(job_id), now, reason)])
 
     def next_due(self) -> float | None:
         with self._lock:
@@ -413,8 +251,8 @@ class MemoryJobStore:
                 default=None,
             )
 
-    def purge(self, finished_before: float) -> int:
-        limit = check_time("finished_before", finished_before)
+    def _purge(self, finished_before: float) -> int:
+        limit = finished_before
         with self._lock:
             self._check_open()
             doomed = {

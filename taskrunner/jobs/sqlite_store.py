@@ -36,72 +36,38 @@ A row that cannot be decoded into a valid :class:`Job` raises
 ``fault_injector`` is called before each write statement (``COMMIT``
 included) with the operation's name; whatever it raises rolls the transaction
 back and surfaces as :class:`StoreError`.
+
+The SQL it shares with PostgreSQL (reads, claims, renewals, changes,
+recovery) is :class:`~taskrunner.jobs.sql_store.SqlJobStore`'s; this module
+keeps the SQLite dialect: the connection, ``BEGIN IMMEDIATE`` and busy retries,
+inserts and constraint errors, and the schema.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from taskrunner.errors import ClosedError
 from taskrunner.jobs.errors import (
-    CorruptJobError,
     DuplicateJobError,
-    JobError,
     StoreError,
-    UnknownJobError,
 )
 from taskrunner.jobs.model import (
     JOB_FIELDS,
-    MAX_PRIORITY,
-    MIN_PRIORITY,
     Job,
-    check_duration,
-    check_name,
-    check_time,
 )
-from taskrunner.jobs.states import JobState
+from taskrunner.jobs.sql_rows import decode_row, job_values
+from taskrunner.jobs.sql_store import SqlJobStore
 from taskrunner.jobs.store import (
-    MAX_PAGE_SIZE,
     FaultInjector,
-    JobPage,
-    LeaseRenewal,
-    after_cancel,
-    after_claim,
-    after_complete,
-    after_complete_many,
-    after_fail,
-    after_mark_cancelled,
-    after_recover,
-    after_renew,
-    after_retry,
-    check_attempt,
-    check_attempts,
-    check_completions,
-    check_filters,
-    check_job_id,
-    check_lease,
-    check_limit,
-    check_new_job,
-    check_now,
-    check_optional_text,
-    check_owner,
-    check_result,
-    check_text,
-    check_types,
-    claim_order_key,
-    corrupt_reason,
-    decode_cursor,
-    encode_cursor,
-    on_attempt,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "Migration", "SQLiteJobStore"]
@@ -227,22 +193,6 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 # ---------------------------------------------------------------- rows <-> jobs
 
 
-def _decode_trace(text: object) -> dict[str, str] | None:
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        raise TypeError(f"trace_context must be JSON text, got {type(text).__name__}")
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"trace_context is not valid JSON: {exc}") from None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ValueError("trace_context is not a JSON object of strings")
-    return value
-
-
 def _decode_flag(value: object) -> bool:
     if type(value) is not int or value not in (0, 1):
         raise ValueError(f"cancel_requested must be 0 or 1, got {value!r}")
@@ -250,15 +200,9 @@ def _decode_flag(value: object) -> bool:
 
 
 def _job_params(job: Job) -> list[Any]:
-    row: list[Any] = [getattr(job, name) for name in JOB_FIELDS]
-    row[JOB_FIELDS.index("state")] = job.state.value
-    row[JOB_FIELDS.index("trace_context")] = (
-        None
-        if job.trace_context is None
-        else json.dumps(dict(job.trace_context), sort_keys=True, separators=(",", ":"))
-    )
-    row[JOB_FIELDS.index("cancel_requested")] = int(job.cancel_requested)
-    return row
+    values = job_values(job)
+    values["cancel_requested"] = int(job.cancel_requested)
+    return [values[name] for name in JOB_FIELDS]
 
 
 def _update_params(job: Job) -> list[Any]:
@@ -267,69 +211,7 @@ def _update_params(job: Job) -> list[Any]:
 
 
 def _decode(row: Sequence[Any]) -> Job:
-    raw = dict(zip(JOB_FIELDS, row, strict=True))
-    try:
-        raw["trace_context"] = _decode_trace(raw["trace_context"])
-        raw["cancel_requested"] = _decode_flag(raw["cancel_requested"])
-        return Job(**raw)
-    except (TypeError, ValueError) as exc:
-        raise CorruptJobError(str(raw["id"]), str(exc)) from exc
-
-
-def _valid(check: Callable[[Any], object], value: object) -> bool:
-    try:
-        check(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _repaired(row: Sequence[Any], now: float, reason: str) -> Job:
-    """The row as a decodable failed job: each field that cannot be decoded reset."""
-    raw = dict(zip(JOB_FIELDS, row, strict=True))
-
-    def keep(name: str, check: Callable[[Any], object], default: object) -> None:
-        if not _valid(check, raw[name]):
-            raw[name] = default
-
-    def optional(check: Callable[[Any], object]) -> Callable[[Any], object]:
-        return lambda value: None if value is None else check(value)
-
-    def is_bytes(value: object) -> None:
-        if not isinstance(value, bytes):
-            raise TypeError
-
-    def is_int(low: int, high: int | None = None) -> Callable[[Any], object]:
-        def check(value: object) -> None:
-            if type(value) is not int or value < low or (high is not None and value > high):
-                raise ValueError
-
-        return check
-
-    keep("type", lambda v: check_name("type", v), "corrupt")
-    keep("args", is_bytes, b"")
-    keep("priority", is_int(MIN_PRIORITY, MAX_PRIORITY), 0)
-    keep("max_attempts", is_int(1), 1)
-    keep("attempt", is_int(0, raw["max_attempts"]), raw["max_attempts"])
-    keep("created_at", lambda v: check_time("t", v), now)
-    keep("run_at", lambda v: check_time("t", v), now)
-    keep("timeout", optional(lambda v: check_duration("t", v)), None)
-    keep("idempotency_key", optional(lambda v: check_name("key", v)), None)
-    keep("result", optional(is_bytes), None)
-    keep("error_traceback", optional(lambda v: check_text("t", v)), None)
-    keep("trace_context", _decode_trace, None)
-    if raw["trace_context"] is not None:
-        raw["trace_context"] = _decode_trace(raw["trace_context"])
-    raw.update(
-        state=JobState.FAILED,
-        updated_at=now,
-        finished_at=now,
-        owner=None,
-        lease_expires_at=None,
-        cancel_requested=False,
-        last_error=corrupt_reason(reason),
-    )
-    return Job(**raw)
+    return decode_row(row, _decode_flag)
 
 
 # ---------------------------------------------------------------- transactions
@@ -364,20 +246,42 @@ class _Tx:
                 raise StoreError(f"{self._operation}: write failed: {exc}", exc) from exc
         return self._conn.execute(sql, params).rowcount
 
-    def get(self, job_id: str) -> Job:
-        found = self.jobs(f"{_SELECT} WHERE id = ?", (job_id,))
-        if not found:
-            raise UnknownJobError(job_id)
-        return found[0]
+    def update_many(self, changes: Sequence[tuple[Job, Job]]) -> None:
+        for _, job in changes:
+            try:
+                self.write(_UPDATE, _update_params(job))
+            except sqlite3.IntegrityError as exc:
+                raise _duplicate(self, job, exc, inserting=False) from exc
 
-    def update(self, job: Job) -> None:
+    def update_all(self, job: Job) -> None:
         self.write(_UPDATE, _update_params(job))
+
+
+def _duplicate(tx: _Tx, job: Job, exc: sqlite3.IntegrityError, *, inserting: bool) -> Exception:
+    """The error for an INSERT or UPDATE of ``job`` refused by a constraint.
+
+    Asked inside the failed statement's transaction, which still holds the
+    write lock, so the answer is consistent with the refusal.
+    """
+    if inserting and tx.rows("SELECT 1 FROM jobs WHERE id = ?", (job.id,)):
+        return DuplicateJobError(job.id, existing_id=job.id)
+    if job.idempotency_key is not None:
+        holder = tx.rows(
+            "SELECT id FROM jobs WHERE idempotency_key = ? AND id != ?"
+            " AND state IN ('pending', 'running')",
+            (job.idempotency_key, job.id),
+        )
+        if holder:
+            return DuplicateJobError(
+                job.id, existing_id=holder[0][0], idempotency_key=job.idempotency_key
+            )
+    return StoreError(f"job {job.id!r}: constraint failed: {exc}", exc)
 
 
 # ---------------------------------------------------------------- the store
 
 
-class SQLiteJobStore:
+class SQLiteJobStore(SqlJobStore[_Tx]):
     """A :class:`~taskrunner.jobs.store.JobStore` in one SQLite file.
 
     ``path`` is the database file (created if missing; ``":memory:"`` gives a
@@ -522,393 +426,39 @@ class SQLiteJobStore:
             self._check_open()
             return self._retrying(operation, lambda: body(tx))
 
-    # ------------------------------------------------------------ the contract
+    # ------------------------------------------------------------ the primitives
 
-    def insert(self, job: Job) -> None:
-        self.insert_many([job])
+    def _ensure_open(self) -> None:
+        with self._lock:
+            self._check_open()
 
-    def insert_many(self, jobs: Sequence[Job]) -> None:
-        batch = [check_new_job(job) for job in jobs]
-        if not batch:
-            with self._lock:
-                self._check_open()
-            return
-
+    def _insert(self, batch: Sequence[Job]) -> None:
         def insert(tx: _Tx) -> None:
             for job in batch:
                 try:
                     tx.write(_INSERT, _job_params(job))
                 except sqlite3.IntegrityError as exc:
-                    raise self._duplicate(tx, job, exc, inserting=True) from exc
+                    raise _duplicate(tx, job, exc, inserting=True) from exc
 
         self._transaction("insert", insert)
 
-    @staticmethod
-    def _duplicate(tx: _Tx, job: Job, exc: sqlite3.IntegrityError, *, inserting: bool) -> Exception:
-        """The error for an INSERT or UPDATE of ``job`` refused by a constraint.
+    # ------------------------------------------------------------ the dialect
 
-        Asked inside the failed statement's transaction, which still holds the
-        write lock, so the answer is consistent with the refusal.
-        """
-        if inserting and tx.rows("SELECT 1 FROM jobs WHERE id = ?", (job.id,)):
-            return DuplicateJobError(job.id, existing_id=job.id)
-        if job.idempotency_key is not None:
-            holder = tx.rows(
-                "SELECT id FROM jobs WHERE idempotency_key = ? AND id != ?"
-                " AND state IN ('pending', 'running')",
-                (job.idempotency_key, job.id),
-            )
-            if holder:
-                return DuplicateJobError(
-                    job.id, existing_id=holder[0][0], idempotency_key=job.idempotency_key
-                )
-        return StoreError(f"job {job.id!r}: constraint failed: {exc}", exc)
+    _mark = "?"
+    _table = "jobs"
+    _for_update = ""  # the write lock (BEGIN IMMEDIATE) covers every row
+    _skip_locked = ""
+    _chunk = _CHUNK
 
-    def get(self, job_id: str) -> Job:
-        check_job_id(job_id)
-        return self._read("get", lambda tx: tx.get(job_id))
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
-    def find_by_idempotency_key(self, key: str) -> Job | None:
-        check_name("key", key)
+    def _after(self, position: tuple[float, str]) -> tuple[str, list[Any]]:
+        created_at, job_id = position
+        return "(created_at > ? OR (created_at = ? AND id > ?))", [created_at, created_at, job_id]
 
-        def find(tx: _Tx) -> Job | None:
-            found = tx.jobs(
-                f"{_SELECT} WHERE idempotency_key = ? AND state IN ('pending', 'running')",
-                (key,),
-            )
-            return found[0] if found else None
-
-        return self._read("find_by_idempotency_key", find)
-
-    @staticmethod
-    def _where(
-        states: frozenset[JobState] | None,
-        types: frozenset[str] | None,
-        since: float | None,
-    ) -> tuple[list[str], list[Any]]:
-        terms: list[str] = []
-        params: list[Any] = []
-        if states is not None:
-            ordered = sorted(state.value for state in states)
-            terms.append(f"state IN ({', '.join('?' * len(ordered))})")
-            params.extend(ordered)
-        if types is not None:
-            names = sorted(types)
-            terms.append(f"type IN ({', '.join('?' * len(names))})")
-            params.extend(names)
-        if since is not None:
-            terms.append("created_at >= ?")
-            params.append(since)
-        return terms, params
-
-    def list_jobs(
-        self,
-        *,
-        states: Iterable[JobState | str] | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> JobPage:
-        state_set, type_set, since_f = check_filters(states, types, since)
-        limit = check_limit(limit, high=MAX_PAGE_SIZE)
-        position = None if after is None else decode_cursor(after)
-        if state_set == frozenset() or type_set == frozenset():
-            with self._lock:
-                self._check_open()
-            return JobPage((), None)
-        terms, params = self._where(state_set, type_set, since_f)
-        if position is not None:
-            terms.append("(created_at > ? OR (created_at = ? AND id > ?))")
-            params.extend([position[0], position[0], position[1]])
-        where = f" WHERE {' AND '.join(terms)}" if terms else ""
-        sql = f"{_SELECT}{where} ORDER BY created_at, id LIMIT ?"
-        found = self._read("list_jobs", lambda tx: tx.jobs(sql, [*params, limit + 1]))
-        if len(found) > limit:
-            return JobPage(tuple(found[:limit]), encode_cursor(found[limit - 1]))
-        return JobPage(tuple(found), None)
-
-    def count_jobs(
-        self,
-        *,
-        states: Iterable[JobState | str] | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-    ) -> int:
-        state_set, type_set, since_f = check_filters(states, types, since)
-        if state_set == frozenset() or type_set == frozenset():
-            with self._lock:
-                self._check_open()
-            return 0
-        terms, params = self._where(state_set, type_set, since_f)
-        where = f" WHERE {' AND '.join(terms)}" if terms else ""
-        count: int = self._read(
-            "count_jobs", lambda tx: tx.rows(f"SELECT count(*) FROM jobs{where}", params)[0][0]
-        )
-        return count
-
-    def claim_due(
-        self,
-        owner: str,
-        now: float,
-        *,
-        limit: int,
-        lease_seconds: float,
-        types: Iterable[str] | None = None,
-    ) -> list[Job]:
-        check_owner(owner)
-        now = check_now(now)
-        limit = check_limit(limit)
-        lease = check_lease(lease_seconds)
-        wanted = check_types(types)
-        if wanted is not None and not wanted:
-            with self._lock:
-                self._check_open()
-            return []
-
-        def claim(tx: _Tx) -> list[Job]:
-            if wanted is None:
-                due = tx.jobs(_claim_sql(False), (now, limit))
-            else:
-                # One ordered index range per type (no sort of every pending job),
-                # merged into the claim order.
-                found = [
-                    job
-                    for name in sorted(wanted)
-                    for job in tx.jobs(_claim_sql(True), (name, now, limit))
-                ]
-                due = sorted(found, key=claim_order_key)[:limit]
-            claimed = [after_claim(job, owner, now, lease) for job in due]
-            for job in claimed:
-                tx.update(job)
-            return claimed
-
-        return self._transaction("claim_due", claim)
-
-    def claim(self, job_id: str, owner: str, now: float, *, lease_seconds: float) -> Job | None:
-        check_job_id(job_id)
-        check_owner(owner)
-        now = check_now(now)
-        lease = check_lease(lease_seconds)
-
-        def claim(tx: _Tx) -> Job | None:
-            job = tx.get(job_id)
-            if job.state is not JobState.PENDING or job.run_at > now:
-                return None
-            claimed = after_claim(job, owner, now, lease)
-            tx.update(claimed)
-            return claimed
-
-        return self._transaction("claim", claim)
-
-    def renew_leases(
-        self,
-        owner: str,
-        job_ids: Iterable[str],
-        now: float,
-        *,
-        lease_seconds: float,
-        attempts: Mapping[str, int] | None = None,
-    ) -> LeaseRenewal:
-        check_owner(owner)
-        ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
-        now = check_now(now)
-        lease = check_lease(lease_seconds)
-        on = check_attempts(attempts)
-
-        def renew(tx: _Tx) -> LeaseRenewal:
-            found: list[Job] = []
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                found.extend(
-                    tx.jobs(
-                        f"{_SELECT} WHERE id IN ({marks}) AND state = 'running' AND owner = ?",
-                        [*chunk, owner],
-                    )
-                )
-            held = on_attempt(found, on)
-            for job in held:
-                tx.update(after_renew(job, now, lease))
-            return LeaseRenewal(
-                frozenset(job.id for job in held),
-                frozenset(job.id for job in held if job.cancel_requested),
-            )
-
-        if not ids:
-            with self._lock:
-                self._check_open()
-            return LeaseRenewal(frozenset(), frozenset())
-        return self._transaction("renew_leases", renew)
-
-    def _change(self, operation: str, job_id: str, change: Callable[[Job], Job]) -> Job:
-        """Read one job, compute its new form with ``change``, and write it, atomically."""
-
-        def body(tx: _Tx) -> Job:
-            old = tx.get(job_id)
-            new = change(old)
-            if new is not old:
-                try:
-                    tx.update(new)
-                except sqlite3.IntegrityError as exc:
-                    raise self._duplicate(tx, new, exc, inserting=False) from exc
-            return new
-
-        return self._transaction(operation, body)
-
-    def complete(
-        self,
-        job_id: str,
-        owner: str,
-        now: float,
-        result: bytes | None = None,
-        *,
-        attempt: int | None = None,
-    ) -> Job:
-        check_job_id(job_id)
-        check_owner(owner)
-        now = check_now(now)
-        check_result(result)
-        attempt = check_attempt(attempt)
-        return self._change(
-            "complete", job_id, lambda job: after_complete(job, owner, now, result, attempt)
-        )
-
-    def complete_many(
-        self, owner: str, now: float, items: Sequence[tuple[str, bytes | None, int | None]]
-    ) -> list[Job | JobError]:
-        """See :class:`~taskrunner.jobs.store.BatchCompletion`: one transaction for all."""
-        check_owner(owner)
-        now = check_now(now)
-        batch = check_completions(items)
-
-        def body(tx: _Tx) -> list[Job | JobError]:
-            out, changes = after_complete_many(batch, owner, now, tx.get)
-            for _, new in changes:
-                tx.update(new)
-            return out
-
-        if not batch:
-            return []
-        return self._transaction("complete", body)
-
-    def fail(
-        self,
-        job_id: str,
-        owner: str,
-        now: float,
-        error: str,
-        traceback: str | None = None,
-        *,
-        retry_at: float | None = None,
-        attempt: int | None = None,
-    ) -> Job:
-        check_job_id(job_id)
-        check_owner(owner)
-        now = check_now(now)
-        check_text("error", error)
-        check_optional_text("traceback", traceback)
-        retry_time = None if retry_at is None else check_time("retry_at", retry_at)
-        attempt = check_attempt(attempt)
-        return self._change(
-            "fail",
-            job_id,
-            lambda job: after_fail(job, owner, now, error, traceback, retry_time, attempt),
-        )
-
-    def mark_cancelled(
-        self,
-        job_id: str,
-        owner: str | None,
-        now: float,
-        reason: str = "cancelled",
-        *,
-        attempt: int | None = None,
-    ) -> Job:
-        check_job_id(job_id)
-        if owner is not None:
-            check_owner(owner)
-        now = check_now(now)
-        check_text("reason", reason)
-        attempt = check_attempt(attempt)
-        return self._change(
-            "mark_cancelled",
-            job_id,
-            lambda job: after_mark_cancelled(job, owner, now, reason, attempt),
-        )
-
-    def cancel(self, job_id: str, now: float, reason: str = "cancelled") -> Job:
-        check_job_id(job_id)
-        now = check_now(now)
-        check_text("reason", reason)
-        return self._change("cancel", job_id, lambda job: after_cancel(job, now, reason))
-
-    def retry(self, job_id: str, now: float, run_at: float | None = None) -> Job:
-        check_job_id(job_id)
-        now = check_now(now)
-        due = now if run_at is None else check_time("run_at", run_at)
-        return self._change("retry", job_id, lambda job: after_retry(job, now, due))
-
-    def recover_expired(self, now: float, *, interrupted_reason: str = "interrupted") -> list[Job]:
-        now = check_now(now)
-        check_text("interrupted_reason", interrupted_reason)
-
-        def recover(tx: _Tx) -> list[Job]:
-            expired = tx.jobs(
-                f"{_SELECT} WHERE state = 'running' AND lease_expires_at <= ?"
-                " ORDER BY lease_expires_at, id",
-                (now,),
-            )
-            recovered = [after_recover(job, now, interrupted_reason) for job in expired]
-            for job in recovered:
-                tx.update(job)
-            return recovered
-
-        return self._transaction("recover_expired", recover)
-
-    def fail_corrupt(self, job_id: str, now: float, reason: str) -> None:
-        check_job_id(job_id)
-        now = check_now(now)
-        check_text("reason", reason)
-
-        def repair(tx: _Tx) -> None:
-            rows = tx.rows(f"{_SELECT} WHERE id = ?", (job_id,))
-            if not rows:
-                raise UnknownJobError(job_id)
-            try:
-                job = _repaired(rows[0], now, reason)
-            except (TypeError, ValueError) as exc:
-                raise StoreError(f"job {job_id!r} cannot be repaired: {exc}", exc) from exc
-            tx.update(job)
-
-        self._transaction("fail_corrupt", repair)
-
-    def next_due(self) -> float | None:
-        def earliest(tx: _Tx) -> float | None:
-            rows = tx.rows(
-                "SELECT id, run_at FROM jobs WHERE state = 'pending' ORDER BY run_at LIMIT 1"
-            )
-            if not rows:
-                return None
-            job_id, run_at = rows[0]
-            try:
-                return check_time("run_at", run_at)
-            except (TypeError, ValueError) as exc:
-                raise CorruptJobError(str(job_id), str(exc)) from exc
-
-        return self._read("next_due", earliest)
-
-    def purge(self, finished_before: float) -> int:
-        limit = check_time("finished_before", finished_before)
-
-        def purge(tx: _Tx) -> int:
-            return tx.write(
-                "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?"
-                " AND state IN ('succeeded', 'failed', 'cancelled')",
-                (limit,),
-            )
-
-        return self._transaction("purge", purge)
+    def _claim_query(self, of_type: bool) -> str:
+        return _claim_sql(of_type)
 
     def close(self) -> None:
         with self._lock:
