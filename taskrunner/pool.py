@@ -1305,6 +1305,7 @@ class ThreadPool(TaskRunner):
                 self._shutdown_deadline = deadline
                 with self._stats_lock:
                     self._dropped_at_close = self._dropped
+        self._signal_shutdown()
         if not first:
             if not wait:
                 return self._report

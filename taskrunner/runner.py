@@ -134,6 +134,32 @@ class TaskRunner(abc.ABC):
     ) -> Any:
         """Stop taking tasks; see the concrete runner for what happens to the rest."""
 
+    def wait_shutdown(self, timeout: float | None = None) -> bool:
+        """Block until this runner's shutdown has started (someone called
+        ``shutdown()``, or the shutdown of the pool it is built on reached it):
+        from then on posts are refused.  True at once if it already started;
+        False if ``timeout`` seconds ran out first.
+
+        Any number of threads may wait at once; all wake together.  It waits
+        for the shutdown to *start*, not for the runner's tasks to end (use
+        the report ``shutdown()`` returns for that).  Do not call it from one
+        of this runner's own tasks on a sequenced or single-thread runner
+        without a timeout: nothing else may ever shut it down."""
+        return self._shutdown_signal().wait(timeout)
+
+    def _shutdown_signal(self) -> threading.Event:
+        """The event :meth:`wait_shutdown` waits on, created on first use
+        (``dict.setdefault`` is atomic: racing first uses share one event)."""
+        event: threading.Event | None = self.__dict__.get("_shutdown_event")
+        if event is None:
+            event = self.__dict__.setdefault("_shutdown_event", threading.Event())
+        return event
+
+    def _signal_shutdown(self) -> None:
+        """Wake every :meth:`wait_shutdown` waiter.  Each runner calls it once
+        it has marked itself closed (idempotent)."""
+        self._shutdown_signal().set()
+
     @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
         """A snapshot of counters (queued, running, completed, failed, ...)."""

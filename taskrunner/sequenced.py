@@ -227,6 +227,7 @@ class _SlotRunner(PoolBackedRunner):
         waits = wait and current_task_runner_or_none() is not self
         with self._lock:
             self._closed = True
+        self._signal_shutdown()
         drained = timed_out = False
         if not cancel_pending and waits:
             drained = self.wait_idle(timeout)
@@ -267,6 +268,7 @@ class _SlotRunner(PoolBackedRunner):
         """The pool started shutting down: refuse new tasks (queued ones drain)."""
         with self._lock:
             self._closed = True
+        self._signal_shutdown()
 
     def _pool_closed(self) -> tuple[int, int]:
         """The pool's workers are done: run or drop (by shutdown behaviour) any

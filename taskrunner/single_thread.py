@@ -391,6 +391,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         waits = wait and not own_thread
         with self._lock:
             self._closed = True
+        self._signal_shutdown()
         drained = timed_out = False
         if not cancel_pending and waits:
             drained = self.wait_idle(timeout)
@@ -436,6 +437,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
     def _pool_closing(self) -> None:
         with self._lock:
             self._closed = True
+        self._signal_shutdown()
 
     def _pool_closed(self) -> tuple[int, int]:
         """The pool finished shutting down: queued tasks follow the pool's
