@@ -24,7 +24,12 @@ from taskrunner.errors import (
 from taskrunner.executor import RunnerExecutor
 from taskrunner.pool import ShutdownReport, ThreadPool
 from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
-from taskrunner.runner import TaskRunner, current_task_runner
+from taskrunner.runner import (
+    NO_REPLY,
+    TaskRunner,
+    current_task_runner,
+    current_task_runner_or_none,
+)
 from taskrunner.sequenced import ParallelTaskRunner, SequencedTaskRunner
 from taskrunner.single_thread import QueuePolicy, SingleThreadTaskRunner
 from taskrunner.task import Task, TaskState
@@ -50,6 +55,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_TRAITS",
     "MONOTONIC",
+    "NO_REPLY",
     "AsyncioTaskRunner",
     "Clock",
     "ClosedError",
@@ -81,4 +87,5 @@ __all__ = [
     "ThreadPool",
     "UnknownTokenError",
     "current_task_runner",
+    "current_task_runner_or_none",
 ]

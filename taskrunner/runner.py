@@ -12,6 +12,7 @@ once here on top of the three primitives each runner implements:
 from __future__ import annotations
 
 import abc
+import enum
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -29,6 +30,17 @@ if TYPE_CHECKING:
 Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 T = TypeVar("T")
+
+
+class NoReply(enum.Enum):
+    """The type of :data:`NO_REPLY`."""
+
+    NO_REPLY = "no_reply"
+
+
+#: ``reply_runner=NO_REPLY``: run the task of a task-and-reply post and skip
+#: its reply (the result still reaches the returned Future).
+NO_REPLY = NoReply.NO_REPLY
 
 
 class _Current(threading.local):
@@ -171,44 +183,118 @@ class TaskRunner(abc.ABC):
         task: Callable[[], Any],
         reply: Callable[[], Any],
         *,
-        reply_runner: TaskRunner | None = None,
+        reply_runner: TaskRunner | NoReply | None = None,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Task:
         """Run ``task`` here, then ``reply`` on ``reply_runner`` (default: the
-        runner that is posting, i.e. ``current_task_runner()``).  If ``task``
-        raises, ``reply`` is not called and the error handler sees the error."""
-        target = reply_runner if reply_runner is not None else current_task_runner()
+        runner that is posting, i.e. ``current_task_runner()``, which raises
+        :class:`NoCurrentTaskRunnerError` outside a task).  If ``task`` raises,
+        ``reply`` is not called and the error handler sees the error.
+
+        ``reply_runner=NO_REPLY`` runs ``task`` and skips the reply; Go's
+        "reply to the current runner if there is one" is
+        ``reply_runner=current_task_runner_or_none() or NO_REPLY``.  A reply
+        whose runner was shut down meanwhile is not run (the error handler
+        sees the RunnerClosedError)."""
+        return self._post_and_reply(task, reply, 0, reply_runner, traits, name)
+
+    def post_delayed_task_and_reply(
+        self,
+        task: Callable[[], Any],
+        reply: Callable[[], Any],
+        delay: float,
+        *,
+        reply_runner: TaskRunner | NoReply | None = None,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """:meth:`post_task_and_reply` with ``task`` run ``delay`` seconds from
+        now (on this runner's clock, never earlier; see
+        :meth:`post_delayed_task`).  The reply runner is decided now, at post
+        time; the reply is posted to it once ``task`` returned."""
+        return self._post_and_reply(task, reply, delay, reply_runner, traits, name)
+
+    def _post_and_reply(
+        self,
+        task: Callable[[], Any],
+        reply: Callable[[], Any],
+        delay: float,
+        reply_runner: TaskRunner | NoReply | None,
+        traits: TaskTraits,
+        name: str | None,
+    ) -> Task:
+        target = _reply_target(task, reply, reply_runner)
+        label = f"reply:{name or _describe(task)}"
 
         def run_then_reply() -> None:
             task()
-            target.post_task(reply, name=f"reply:{name or 'task'}")
+            if target is not None:
+                target.post_task(reply, name=label)
 
-        return self.post_task(run_then_reply, traits=traits, name=name)
+        if delay == 0:
+            return self.post_task(run_then_reply, traits=traits, name=name or _describe(task))
+        return self.post_delayed_task(
+            run_then_reply, delay, traits=traits, name=name or _describe(task)
+        )
 
     def post_task_and_reply_with_result(
         self,
         task: Callable[[], T],
         reply: Callable[[T], Any],
         *,
-        reply_runner: TaskRunner | None = None,
+        reply_runner: TaskRunner | NoReply | None = None,
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> Future[T]:
-        """Run ``task`` here, then ``reply(result)`` on the reply runner.
+        """Run ``task`` here, then ``reply(result)`` on the reply runner
+        (chosen as in :meth:`post_task_and_reply`; ``NO_REPLY`` skips it).
 
         Returns a ``concurrent.futures.Future`` holding the task's result (or
         its exception, in which case ``reply`` is not called); it works with
         ``asyncio.wrap_future``."""
-        target = reply_runner if reply_runner is not None else current_task_runner()
-        future: Future[T] = Future()
-        label = f"reply:{name or 'task'}"
+        return self._post_and_reply_with_result(task, reply, 0, reply_runner, traits, name)
 
-        def post_reply(result: T) -> None:
-            target.post_task(reply, result, name=label)
+    def post_delayed_task_and_reply_with_result(
+        self,
+        task: Callable[[], T],
+        reply: Callable[[T], Any],
+        delay: float,
+        *,
+        reply_runner: TaskRunner | NoReply | None = None,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Future[T]:
+        """:meth:`post_task_and_reply_with_result` with ``task`` run ``delay``
+        seconds from now.  Cancelling the future before the task started
+        cancels the task (and so the reply); a task dropped at shutdown
+        cancels the future."""
+        return self._post_and_reply_with_result(task, reply, delay, reply_runner, traits, name)
+
+    def _post_and_reply_with_result(
+        self,
+        task: Callable[[], T],
+        reply: Callable[[T], Any],
+        delay: float,
+        reply_runner: TaskRunner | NoReply | None,
+        traits: TaskTraits,
+        name: str | None,
+    ) -> Future[T]:
+        target = _reply_target(task, reply, reply_runner)
+        future: Future[T] = Future()
+        reply_label = f"reply:{name or _describe(task)}"
+        post_reply: Callable[[T], None] | None = None
+        if target is not None:
+
+            def post_reply(result: T) -> None:
+                target.post_task(reply, result, name=reply_label)
 
         call = FutureCall(future, task, (), None, reraise=True, reply=post_reply)
-        handle = self.post_task(call, traits=traits, name=name or _describe(task))
+        label = name or _describe(task)
+        if delay == 0:
+            handle = self.post_task(call, traits=traits, name=label)
+        else:
+            handle = self.post_delayed_task(call, delay, traits=traits, name=label)
         _link_cancel(future, handle)
         return future
 
@@ -308,6 +394,28 @@ class TaskRunner(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True)
+
+
+def _reply_target(
+    task: Callable[..., Any],
+    reply: Callable[..., Any],
+    reply_runner: TaskRunner | NoReply | None,
+) -> TaskRunner | None:
+    """Where a reply goes (None: skipped), decided at post time."""
+    if not callable(task):
+        raise TypeError(f"task must be callable, not {type(task).__name__}")
+    if not callable(reply):
+        raise TypeError(f"reply must be callable, not {type(reply).__name__}")
+    if reply_runner is NO_REPLY:
+        return None
+    if reply_runner is None:
+        return current_task_runner()
+    if not isinstance(reply_runner, TaskRunner):
+        raise TypeError(
+            "reply_runner must be a TaskRunner, NO_REPLY or None, "
+            f"not {type(reply_runner).__name__}"
+        )
+    return reply_runner
 
 
 def _describe(fn: Callable[..., Any]) -> str:

@@ -13,11 +13,15 @@ from collections.abc import Iterator
 import pytest
 
 from taskrunner import (
+    NO_REPLY,
+    NoCurrentTaskRunnerError,
     ParallelTaskRunner,
     SequencedTaskRunner,
     SingleThreadTaskRunner,
     TaskRunner,
     ThreadPool,
+    current_task_runner,
+    current_task_runner_or_none,
 )
 
 WAIT = 10.0
@@ -110,3 +114,105 @@ def test_wait_shutdown_of_the_asyncio_runner() -> None:
         assert woke.is_set()
     finally:
         loop.close()
+
+
+# ---- task-and-reply completions ---------------------------------------------------
+
+
+def test_delayed_task_and_reply_runs_at_its_mock_time() -> None:
+    from taskrunner.testing import TaskEnvironment
+
+    with TaskEnvironment() as env:
+        worker = SequencedTaskRunner(env.pool, name="worker")
+        home = SequencedTaskRunner(env.pool, name="home")
+        seen: list[tuple[str, float, str]] = []
+
+        def task() -> None:
+            seen.append(("task", env.now(), current_task_runner().name))
+
+        def reply() -> None:
+            seen.append(("reply", env.now(), current_task_runner().name))
+
+        worker.post_delayed_task_and_reply(task, reply, 2.0, reply_runner=home)
+        env.fast_forward(1.999)
+        assert seen == []
+        env.fast_forward(0.001)
+        assert seen == [("task", 2.0, "worker"), ("reply", 2.0, "home")]
+
+
+def test_delayed_task_and_reply_with_result() -> None:
+    from taskrunner.testing import TaskEnvironment
+
+    with TaskEnvironment() as env:
+        worker = SequencedTaskRunner(env.pool)
+        home = SequencedTaskRunner(env.pool, name="home")
+        got: list[tuple[int, str]] = []
+        future = worker.post_delayed_task_and_reply_with_result(
+            lambda: 6 * 7,
+            lambda r: got.append((r, current_task_runner().name)),
+            0.5,
+            reply_runner=home,
+        )
+        env.run_until_idle()
+        assert not future.done() and got == []
+        env.fast_forward(0.5)
+        assert future.result(timeout=0) == 42
+        assert got == [(42, "home")]
+
+
+def test_delayed_reply_runner_defaults_to_the_posting_task_s_runner() -> None:
+    from taskrunner.testing import TaskEnvironment
+
+    with TaskEnvironment() as env:
+        worker = SequencedTaskRunner(env.pool)
+        home = SequencedTaskRunner(env.pool, name="home")
+        where: list[str] = []
+
+        def post_from_home() -> None:
+            worker.post_delayed_task_and_reply(
+                lambda: None, lambda: where.append(current_task_runner().name), 1.0
+            )
+
+        home.post_task(post_from_home)
+        env.fast_forward_until_idle()
+        assert where == ["home"]
+
+
+def test_cancelling_a_delayed_task_and_reply_future_cancels_both() -> None:
+    from taskrunner.testing import TaskEnvironment
+
+    with TaskEnvironment() as env:
+        ran: list[str] = []
+        future = env.pool.post_delayed_task_and_reply_with_result(
+            lambda: ran.append("task"),
+            lambda _: ran.append("reply"),
+            1.0,
+            reply_runner=env.pool,
+        )
+        assert future.cancel()
+        env.fast_forward_until_idle()
+        assert ran == []
+
+
+def test_no_reply_runner_outside_a_task_raises_unless_no_reply(pool: ThreadPool) -> None:
+    with pytest.raises(NoCurrentTaskRunnerError):
+        pool.post_task_and_reply(lambda: None, lambda: None)
+    ran = threading.Event()
+    replied: list[int] = []
+    pool.post_task_and_reply(ran.set, lambda: replied.append(1), reply_runner=NO_REPLY)
+    assert ran.wait(WAIT)
+    future = pool.post_task_and_reply_with_result(
+        lambda: 7, replied.append, reply_runner=current_task_runner_or_none() or NO_REPLY
+    )
+    assert future.result(WAIT) == 7
+    assert pool.flush(WAIT)
+    assert replied == []
+
+
+def test_task_and_reply_bad_arguments(pool: ThreadPool) -> None:
+    with pytest.raises(TypeError, match="reply must be callable"):
+        pool.post_task_and_reply(lambda: None, 3, reply_runner=pool)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="reply_runner must be"):
+        pool.post_task_and_reply(lambda: None, lambda: None, reply_runner="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        pool.post_delayed_task_and_reply(lambda: None, lambda: None, -1.0, reply_runner=pool)
