@@ -10,6 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from taskrunner.clock import MONOTONIC, Clock, MonotonicClock
+from taskrunner.defaults import (
+    DefaultPoolError,
+    create_parallel_runner,
+    create_sequenced_runner,
+    create_single_thread_runner,
+    default_pool,
+    set_default_pool,
+    shutdown_default_pool,
+)
 from taskrunner.errors import (
     ClosedError,
     DuplicateTokenError,
@@ -60,6 +69,7 @@ __all__ = [
     "Clock",
     "ClosedError",
     "DebounceTimer",
+    "DefaultPoolError",
     "DuplicateTokenError",
     "ExecutorShutdownError",
     "MonotonicClock",
@@ -86,6 +96,12 @@ __all__ = [
     "TaskTraits",
     "ThreadPool",
     "UnknownTokenError",
+    "create_parallel_runner",
+    "create_sequenced_runner",
+    "create_single_thread_runner",
     "current_task_runner",
     "current_task_runner_or_none",
+    "default_pool",
+    "set_default_pool",
+    "shutdown_default_pool",
 ]
