@@ -30,6 +30,7 @@ from taskrunner.errors import (
     TaskRunnerError,
     UnknownTokenError,
 )
+from taskrunner.eventbus import EventBus, EventBusClosedError, Subscription
 from taskrunner.executor import RunnerExecutor
 from taskrunner.pool import ShutdownReport, ThreadPool
 from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
@@ -71,6 +72,8 @@ __all__ = [
     "DebounceTimer",
     "DefaultPoolError",
     "DuplicateTokenError",
+    "EventBus",
+    "EventBusClosedError",
     "ExecutorShutdownError",
     "MonotonicClock",
     "NoCurrentTaskRunnerError",
@@ -88,6 +91,7 @@ __all__ = [
     "ShutdownBehavior",
     "ShutdownReport",
     "SingleThreadTaskRunner",
+    "Subscription",
     "Task",
     "TaskPriority",
     "TaskRunner",
