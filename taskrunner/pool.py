@@ -1262,8 +1262,16 @@ class ThreadPool(TaskRunner):
         """Block until every task posted before this call has finished
         (delayed tasks not yet due excepted).  False if ``timeout`` ran out."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        # The live tasks first, then each worker's current one: a worker sets
-        # ``current`` before it claims a task, so no task falls between.
+        for task in self._earlier_tasks():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not task.wait(remaining):
+                return False
+        return True
+
+    def _earlier_tasks(self) -> list[Task]:
+        """The tasks queued or running now (not delayed ones not yet due).  The
+        live tasks first, then each worker's current one: a worker sets
+        ``current`` before it claims a task, so no task falls between."""
         waiting = [t for t in list(self._live.copy().values()) if not t.delayed]
         for group in (self._cpu, self._blocking):
             with group.lock:
@@ -1272,11 +1280,7 @@ class ThreadPool(TaskRunner):
                 task = worker.current
                 if task is not None:
                     waiting.append(task)
-        for task in waiting:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not task.wait(remaining):
-                return False
-        return True
+        return waiting
 
     # ---- shutdown ----------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from taskrunner._future_call import FutureCall
-from taskrunner.errors import NoCurrentTaskRunnerError
+from taskrunner.errors import NoCurrentTaskRunnerError, RunnerClosedError
 from taskrunner.traits import DEFAULT_TRAITS, TaskTraits
 
 if TYPE_CHECKING:
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 T = TypeVar("T")
+
+# A barrier may wait for the tasks before it: on the pool it runs on the
+# blocking group, never holding a CPU worker.
+_BARRIER_TRAITS = TaskTraits(may_block=True)
 
 
 class NoReply(enum.Enum):
@@ -373,6 +377,41 @@ class TaskRunner(abc.ABC):
         finished (a barrier).  False if ``timeout`` ran out."""
         return self.wait_idle(timeout)
 
+    def flush_async(self, callback: Callable[[], Any]) -> bool:
+        """A barrier that does not block: ``callback()`` runs as a task of this
+        runner once every task posted here before the call has finished
+        (delayed tasks not yet due excepted).  Returns at once: True if the
+        barrier was posted, False if the runner is closed (then, as when the
+        runner closes before the barrier's turn, ``callback`` is never called).
+
+        On a sequenced, single-thread or asyncio runner the barrier is simply
+        the next task in order; on the pool and a parallel runner it waits (on
+        a ``may_block`` worker, or a slot of the runner) for the tasks that were
+        queued or running at the call.  A callback that raises goes to the
+        error handler like any task's exception; later barriers are unaffected.
+        Once called (or dropped) the barrier keeps no reference to ``callback``
+        nor to the tasks it waited for.  A single-thread runner's queue policy
+        applies to the barrier (REJECT may raise QueueFullError)."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        if self.is_closed:
+            return False
+        earlier = self._earlier_tasks()
+        barrier = _FlushBarrier(self, callback, earlier)
+        traits = _BARRIER_TRAITS if earlier else DEFAULT_TRAITS
+        try:
+            self.post_task(barrier, traits=traits, name=f"flush_async:{self.name}")
+        except RunnerClosedError:
+            barrier.release()
+            return False
+        return True
+
+    def _earlier_tasks(self) -> list[Task]:
+        """The tasks a barrier posted now must wait for besides its place in
+        the queue: none for a runner that runs its tasks in posting order, one
+        at a time (the default); the pool and parallel runners override it."""
+        return []
+
     @property
     def executor(self) -> RunnerExecutor:
         """This runner as a ``concurrent.futures.Executor``: one shared view,
@@ -394,6 +433,35 @@ class TaskRunner(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True)
+
+
+class _FlushBarrier:
+    """The task :meth:`TaskRunner.flush_async` posts."""
+
+    __slots__ = ("callback", "earlier", "runner")
+
+    def __init__(
+        self, runner: TaskRunner, callback: Callable[[], Any], earlier: list[Task]
+    ) -> None:
+        self.runner: TaskRunner | None = runner
+        self.callback: Callable[[], Any] | None = callback
+        self.earlier = earlier
+
+    def __call__(self) -> None:
+        earlier, self.earlier = self.earlier, []
+        for task in earlier:
+            task.wait()
+        del earlier
+        runner, callback = self.runner, self.callback
+        self.release()
+        if runner is not None and callback is not None and not runner.is_closed:
+            callback()
+
+    def release(self) -> None:
+        """Drop every reference (the barrier ran, or never will)."""
+        self.runner = None
+        self.callback = None
+        self.earlier = []
 
 
 def _reply_target(

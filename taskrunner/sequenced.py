@@ -197,6 +197,13 @@ class _SlotRunner(PoolBackedRunner):
         with self._lock:
             return self._idle.wait_for(lambda: self._active == 0 and not self._queue, timeout)
 
+    def _earlier_tasks(self) -> list[Task]:
+        """Queued and running tasks (none needed in order, one at a time)."""
+        if self._max == 1:
+            return []
+        with self._lock:
+            return list(self._queue) + list(self._running)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every task posted here before the call has finished."""
         with self._lock:

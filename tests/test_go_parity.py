@@ -7,7 +7,9 @@ Waits use events with generous timeouts; nothing asserts a duration.
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -216,3 +218,112 @@ def test_task_and_reply_bad_arguments(pool: ThreadPool) -> None:
         pool.post_task_and_reply(lambda: None, lambda: None, reply_runner="x")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         pool.post_delayed_task_and_reply(lambda: None, lambda: None, -1.0, reply_runner=pool)
+
+
+# ---- flush_async -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS[:4])
+def test_flush_async_calls_back_after_the_earlier_tasks(kind: str, pool: ThreadPool) -> None:
+    runner = make(kind, pool)
+    gate = threading.Event()
+    finished: list[int] = []
+    lock = threading.Lock()
+
+    def slow(n: int) -> None:
+        gate.wait(WAIT)
+        with lock:
+            finished.append(n)
+
+    for n in range(3):
+        runner.post_task(slow, n)
+    seen_at_callback: list[list[int]] = []
+    called = threading.Event()
+
+    def callback() -> None:
+        with lock:
+            seen_at_callback.append(sorted(finished))
+        called.set()
+
+    assert runner.flush_async(callback) is True
+    assert not called.is_set()
+    gate.set()
+    assert called.wait(WAIT)
+    assert seen_at_callback == [[0, 1, 2]]
+    if kind != "pool":
+        runner.shutdown(timeout=WAIT)
+
+
+@pytest.mark.parametrize("kind", KINDS[:4])
+def test_flush_async_never_calls_back_on_a_closed_runner(kind: str) -> None:
+    pool = ThreadPool(2, name="parity-closed")
+    runner = make(kind, pool)
+    gate = threading.Event()
+    started = threading.Event()
+    called: list[int] = []
+    runner.post_task(lambda: (started.set(), gate.wait(WAIT)))
+    assert started.wait(WAIT)
+    assert runner.flush_async(lambda: called.append(1)) is True
+    shutting = threading.Thread(target=runner.shutdown, kwargs={"timeout": WAIT})
+    shutting.start()
+    assert runner.wait_shutdown(WAIT)
+    gate.set()
+    shutting.join(WAIT)
+    pool.shutdown(timeout=WAIT)
+    assert runner.flush_async(lambda: called.append(2)) is False
+    assert called == []
+
+
+def test_flush_async_callback_that_raises_goes_to_the_error_handler() -> None:
+    errors: list[BaseException] = []
+    pool = ThreadPool(2, name="parity-err", error_handler=lambda e, t: errors.append(e))
+    try:
+        seq = SequencedTaskRunner(pool)
+        second = threading.Event()
+
+        def bad() -> None:
+            raise ValueError("barrier callback")
+
+        assert seq.flush_async(bad)
+        seq.post_task(lambda: None)
+        assert seq.flush_async(second.set)
+        assert second.wait(WAIT)
+        assert len(errors) == 1 and isinstance(errors[0], ValueError)
+    finally:
+        pool.shutdown(timeout=WAIT)
+
+
+@pytest.mark.parametrize("kind", KINDS[:4])
+def test_flush_async_keeps_nothing_after(kind: str, pool: ThreadPool) -> None:
+    runner = make(kind, pool)
+    called = threading.Event()
+    released = threading.Event()
+    task_released = threading.Event()
+
+    class Callback:
+        def __call__(self) -> None:
+            called.set()
+
+    class Work:
+        def __call__(self) -> None:
+            pass
+
+    work = Work()
+    weakref.finalize(work, task_released.set)
+    runner.post_task(work)
+    del work
+    callback = Callback()
+    weakref.finalize(callback, released.set)
+    assert runner.flush_async(callback)
+    del callback
+    assert called.wait(WAIT)
+    assert runner.flush(WAIT) and pool.wait_idle(WAIT)
+    gc.collect()
+    assert released.is_set() and task_released.is_set()
+    if kind != "pool":
+        runner.shutdown(timeout=WAIT)
+
+
+def test_flush_async_bad_callback(pool: ThreadPool) -> None:
+    with pytest.raises(TypeError, match="callback must be callable"):
+        pool.flush_async(3)  # type: ignore[arg-type]
