@@ -327,3 +327,55 @@ def test_flush_async_keeps_nothing_after(kind: str, pool: ThreadPool) -> None:
 def test_flush_async_bad_callback(pool: ThreadPool) -> None:
     with pytest.raises(TypeError, match="callback must be callable"):
         pool.flush_async(3)  # type: ignore[arg-type]
+
+
+# ---- a standalone single-thread runner -----------------------------------------------
+
+
+@pytest.mark.thread_unsafe(reason="counts the process's threads")
+def test_standalone_single_thread_runner_has_its_own_thread_and_timer() -> None:
+    before = set(threading.enumerate())
+    runner = SingleThreadTaskRunner(name="alone")
+    try:
+        idents: list[int] = []
+        done = threading.Event()
+        runner.post_task(lambda: idents.append(threading.get_ident()))
+        runner.post_delayed_task(lambda: (idents.append(threading.get_ident()), done.set()), 0.01)
+        assert done.wait(WAIT)
+        assert idents == [runner.thread.ident] * 2
+        assert runner.submit(lambda: 3).result(WAIT) == 3
+        new = {t.name for t in set(threading.enumerate()) - before}
+        assert new == {"alone", "alone-pool-timer"}  # nothing else: no pool workers
+        assert runner.pool.name == "alone-pool"
+    finally:
+        report = runner.shutdown(timeout=WAIT)
+    assert report.drained
+    assert runner.pool.is_closed
+    assert not runner.thread.is_alive()
+
+
+def test_standalone_runner_shutdown_drops_its_delayed_tasks_and_is_collected() -> None:
+    runner = SingleThreadTaskRunner()
+    ran: list[int] = []
+    handle = runner.post_delayed_task(lambda: ran.append(1), 3600.0)
+    pool = runner.pool
+    runner.shutdown(timeout=WAIT)
+    assert handle.wait(WAIT) and handle.state.value == "dropped"
+    gone = threading.Event()
+    weakref.finalize(runner, gone.set)
+    pool_gone = threading.Event()
+    weakref.finalize(pool, pool_gone.set)
+    del runner, pool, handle
+    gc.collect()
+    assert gone.is_set() and pool_gone.is_set() and ran == []
+
+
+def test_standalone_runner_shuts_down_from_its_own_task() -> None:
+    runner = SingleThreadTaskRunner()
+    done = threading.Event()
+    runner.post_task(lambda: (runner.shutdown(), done.set()))
+    assert done.wait(WAIT)
+    assert runner.wait_shutdown(WAIT)
+    runner.thread.join(WAIT)
+    assert not runner.thread.is_alive()
+    assert runner.pool.wait_shutdown(WAIT)
