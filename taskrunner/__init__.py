@@ -33,6 +33,7 @@ from taskrunner.errors import (
 from taskrunner.eventbus import EventBus, EventBusClosedError, Subscription
 from taskrunner.executor import RunnerExecutor
 from taskrunner.pool import ShutdownReport, ThreadPool
+from taskrunner.rejections import RejectReason
 from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
 from taskrunner.runner import (
     NO_REPLY,
@@ -82,6 +83,7 @@ __all__ = [
     "QueueEmptyError",
     "QueueFullError",
     "QueuePolicy",
+    "RejectReason",
     "RepeatingMode",
     "RepeatingTaskHandle",
     "RepeatingTimer",

@@ -110,6 +110,7 @@ from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any, TypeVarTuple
 
+from taskrunner import rejections as _rejections
 from taskrunner._batch_watch import BatchWatch
 from taskrunner._delays import DelayedTasks
 from taskrunner._native import CLOSED, OK, TIMEOUT, check, ffi, lib, timeout_ns
@@ -126,6 +127,7 @@ from taskrunner.metrics import (
     RunnerGauges,
     TaskTracer,
 )
+from taskrunner.rejections import PoolRejectionCallback
 from taskrunner.runner import TaskRunner, _set_current
 from taskrunner.task import (
     CANCELLED,
@@ -385,7 +387,8 @@ class ThreadPool(TaskRunner):
     :class:`taskrunner.otel.OtelTracer`) wraps the run of every task.  With
     neither, the pool makes no call to either.  Metrics hooks must return
     quickly and must not call back into the pool; one that raises is logged
-    once and ignored.
+    once and ignored.  ``on_rejected(task, reason)`` hears of every task the
+    pool refuses or drops (see :mod:`taskrunner.rejections`).
     """
 
     def __init__(
@@ -405,6 +408,7 @@ class ThreadPool(TaskRunner):
         lazy_wake: bool | None = None,
         metrics: Metrics | None = None,
         tracer: TaskTracer | None = None,
+        on_rejected: PoolRejectionCallback | None = None,
         start: bool = True,
     ) -> None:
         if workers is None:
@@ -424,6 +428,8 @@ class ThreadPool(TaskRunner):
             raise TypeError(f"metrics must implement Metrics, not {type(metrics).__name__}")
         if tracer is not None and not isinstance(tracer, TaskTracer):
             raise TypeError(f"tracer must implement TaskTracer, not {type(tracer).__name__}")
+        _rejections.check_callback(on_rejected)
+        self._on_rejected = on_rejected  # see taskrunner.rejections
         self._name = name
         self._pool = self  # every runner's _pool owns its tasks (see task.py)
         self._clock: Clock = clock if clock is not None else MONOTONIC
@@ -573,7 +579,7 @@ class ThreadPool(TaskRunner):
     ) -> Task:
         """Queue ``fn(*args)``; returns its handle.  RunnerClosedError after shutdown."""
         if self._closed:
-            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
+            raise self._refused(fn, args, traits, name, "post_task")
         if not callable(fn):
             raise TypeError(f"task must be callable, not {type(fn).__name__}")
         if traits is not DEFAULT_TRAITS and type(traits) is not TaskTraits:
@@ -673,6 +679,17 @@ class ThreadPool(TaskRunner):
         if count:
             with self._stats_lock:
                 self._dropped += 1
+        if self._on_rejected is not None and task.ready_ns != _INTERNAL:
+            reason = _rejections.SHUTDOWN if count else _rejections.CLOSED
+            _rejections.report(self._on_rejected, task, reason)
+
+    def _refused(
+        self, fn: Any, args: tuple[Any, ...], traits: TaskTraits, name: str | None, call: str
+    ) -> RunnerClosedError:
+        """The error for a post after shutdown, reported to ``on_rejected`` first."""
+        if self._on_rejected is not None:
+            _rejections.report_refused(self._on_rejected, fn, args, traits, name, self)
+        return RunnerClosedError(f"{self._name}: {call} after shutdown")
 
     def _note_not_run(self, task: Task, outcome: str) -> None:
         """Report a task that ended without running (cancelled, dropped, rejected)."""
@@ -812,10 +829,7 @@ class ThreadPool(TaskRunner):
         During shutdown's dropping phase a task that is not BLOCK_SHUTDOWN is
         dropped instead of run."""
         if self._dropping and task.traits.shutdown_behavior is not _BLOCK:
-            self._note_not_run(task, M_DROPPED)
-            task._finish(DROPPED)
-            with self._stats_lock:
-                self._dropped += 1
+            self._drop_claimed(task)
             return
         if not self._plain:
             self._run_claimed_observed(task)
@@ -939,7 +953,7 @@ class ThreadPool(TaskRunner):
             return self._post_delayed_ns(fn, delay_ns, *args, traits=traits, name=name)
         # The hot path, inlined: _register + _schedule_delayed without metrics.
         if self._closed:
-            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
+            raise self._refused(fn, args, traits, name, "post_delayed_task")
         if not callable(fn):
             raise TypeError(f"task must be callable, not {type(fn).__name__}")
         if traits is not DEFAULT_TRAITS and type(traits) is not TaskTraits:
@@ -970,7 +984,7 @@ class ThreadPool(TaskRunner):
         if delay_ns <= 0:
             return self.post_task(fn, *args, traits=traits, name=name)
         if self._closed:
-            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
+            raise self._refused(fn, args, traits, name, "post_delayed_task")
         deadline = self._deadline_ns(delay_ns)
         task = self._register(fn, args, traits, name, self)
         self._schedule_delayed(task, deadline)
@@ -1123,6 +1137,8 @@ class ThreadPool(TaskRunner):
                         self._note_not_run(task, M_DROPPED)
                         task._finish(DROPPED)
                         dropped += 1
+                        if self._on_rejected is not None and task.ready_ns != _INTERNAL:
+                            _rejections.report(self._on_rejected, task, _rejections.SHUTDOWN)
                     elif plain:
                         task.state = RUNNING
                         try:

@@ -18,13 +18,17 @@ from taskrunner import (
     NO_REPLY,
     NoCurrentTaskRunnerError,
     ParallelTaskRunner,
+    RunnerClosedError,
     SequencedTaskRunner,
     SingleThreadTaskRunner,
+    Task,
     TaskRunner,
+    TaskState,
     ThreadPool,
     current_task_runner,
     current_task_runner_or_none,
 )
+from taskrunner.rejections import RejectReason
 
 WAIT = 10.0
 KINDS = ["pool", "sequenced", "parallel", "single_thread", "asyncio"]
@@ -379,3 +383,75 @@ def test_standalone_runner_shuts_down_from_its_own_task() -> None:
     runner.thread.join(WAIT)
     assert not runner.thread.is_alive()
     assert runner.pool.wait_shutdown(WAIT)
+
+
+# ---- ThreadPool(on_rejected=...) ----------------------------------------------------
+
+
+class Rejections:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[tuple[str, RejectReason, TaskState]] = []
+
+    def __call__(self, task: Task, reason: RejectReason) -> None:
+        with self.lock:
+            self.seen.append((task.name, reason, task.state))
+
+
+def test_pool_on_rejected_hears_posts_after_shutdown() -> None:
+    rejected = Rejections()
+    pool = ThreadPool(1, name="rej", on_rejected=rejected)
+    pool.shutdown(timeout=WAIT)
+    with pytest.raises(RunnerClosedError):
+        pool.post_task(print, name="late")
+    with pytest.raises(RunnerClosedError):
+        pool.post_delayed_task(print, 1.0, name="late-delayed")
+    with pytest.raises(RunnerClosedError):
+        pool.submit(print, name="late-submit")
+    assert rejected.seen == [
+        ("late", RejectReason.CLOSED, TaskState.DROPPED),
+        ("late-delayed", RejectReason.CLOSED, TaskState.DROPPED),
+        ("late-submit", RejectReason.CLOSED, TaskState.DROPPED),
+    ]
+
+
+def test_pool_on_rejected_hears_what_shutdown_drops() -> None:
+    rejected = Rejections()
+    pool = ThreadPool(1, name="rej-drop", on_rejected=rejected)
+    seq = SequencedTaskRunner(pool, name="seq")
+    gate = threading.Event()
+    started = threading.Event()
+    pool.post_task(lambda: (started.set(), gate.wait(WAIT)), name="busy")
+    assert started.wait(WAIT)
+    pool.post_task(print, name="queued")
+    pool.post_delayed_task(print, 3600.0, name="delayed")
+    seq.post_task(print, name="seq-queued")
+    shutting = threading.Thread(
+        target=pool.shutdown, kwargs={"timeout": WAIT, "cancel_pending": True}
+    )
+    shutting.start()
+    assert pool.wait_shutdown(WAIT)
+    gate.set()
+    shutting.join(WAIT)
+    names = sorted(n for n, reason, state in rejected.seen if reason is RejectReason.SHUTDOWN)
+    assert names == ["delayed", "queued", "seq-queued"]
+    assert all(state is TaskState.DROPPED for _, _, state in rejected.seen)
+    assert pool.stats()["dropped"] == 3
+
+
+def test_pool_on_rejected_that_raises_is_logged_and_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def bad(task: Task, reason: RejectReason) -> None:
+        raise ValueError("callback")
+
+    pool = ThreadPool(1, name="rej-bad", on_rejected=bad)
+    pool.shutdown(timeout=WAIT)
+    with caplog.at_level("ERROR", logger="taskrunner.pool"), pytest.raises(RunnerClosedError):
+        pool.post_task(print)
+    assert "on_rejected failed" in caplog.text
+
+
+def test_pool_on_rejected_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="on_rejected must be callable"):
+        ThreadPool(1, on_rejected=3, start=False)  # type: ignore[arg-type]
