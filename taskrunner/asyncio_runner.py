@@ -325,6 +325,7 @@ class AsyncioTaskRunner(PoolBackedRunner):
                 "posted": self._posted,
                 "completed": self._completed,
                 "closed": self._closed,
+                "metadata": self.metadata,
             }
 
     def __repr__(self) -> str:

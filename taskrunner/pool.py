@@ -515,9 +515,16 @@ class ThreadPool(TaskRunner):
 
     # ---- TaskRunner properties -----------------------------------------------
 
-    @property
-    def name(self) -> str:
-        return self._name
+    def _renamed(self) -> None:
+        """Posts, timings and the gauge source are keyed by the new name."""
+        self._posted_default = self._post_counter(self._name, _USER_VISIBLE, None)
+        metrics = self._metrics
+        if metrics is not None and not self._closed:
+            try:
+                metrics.remove_source(self)
+                metrics.add_source(self._name, self)
+            except Exception:
+                self._metrics_failed()
 
     @property
     def is_closed(self) -> bool:
@@ -1077,7 +1084,6 @@ class ThreadPool(TaskRunner):
         acc = self._adopt_thread()
         times: list[int] = []  # acc's buffer for this batch's (runner, priority)
         put = times.append
-        name = self._name
         task: Task | None = None
         try:
             while True:
@@ -1108,7 +1114,7 @@ class ThreadPool(TaskRunner):
                 epoch = epochs[level]
                 hold_until = _now_ns() + _HOLD_NS
                 if acc is not None:
-                    times = acc.buf(name, priority, None)
+                    times = acc.buf(self._name, priority, None)
                     put = times.append
                 for token in tokens:
                     if done and (epochs[level] != epoch or _now_ns() > hold_until):
@@ -1249,7 +1255,11 @@ class ThreadPool(TaskRunner):
                     task.name,
                     type(exc).__name__,
                     exc_info=(type(exc), exc, exc.__traceback__),
-                    extra={"task_name": task.name, "runner": task.runner.name},
+                    extra={
+                        "task_name": task.name,
+                        "runner": task.runner.name,
+                        "runner_metadata": task.runner.metadata,
+                    },
                 )
         except BaseException:
             log.exception(
@@ -1525,6 +1535,7 @@ class ThreadPool(TaskRunner):
             "workers": len(self._cpu.workers),
             "blocking_workers": len(self._blocking.workers),
             "closed": self._closed,
+            "metadata": self.metadata,
             **self._metrics_stats(),
         }
 

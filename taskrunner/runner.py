@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import enum
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
@@ -45,6 +45,11 @@ class NoReply(enum.Enum):
 #: ``reply_runner=NO_REPLY``: run the task of a task-and-reply post and skip
 #: its reply (the result still reaches the returned Future).
 NO_REPLY = NoReply.NO_REPLY
+
+
+# Guards the read-modify-write of every runner's name and metadata (rare
+# writes; readers take the current dict, which is replaced, never mutated).
+_META_LOCK = threading.Lock()
 
 
 class _Current(threading.local):
@@ -88,10 +93,61 @@ class TaskRunner(abc.ABC):
     After ``shutdown()`` every post raises ``RunnerClosedError``.
     """
 
+    _name: str  # every runner sets it in its constructor
+
     @property
-    @abc.abstractmethod
     def name(self) -> str:
-        """The runner's name (used in logs and metrics)."""
+        """The runner's name: in its ``stats()``, its ``repr``, the logs of its
+        tasks' errors and its metrics labels.
+
+        Settable from any thread (a non-empty str); tasks and metrics events
+        after the change carry the new name.  Threads the runner already
+        started keep the name they were given."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"name must be a str, not {type(value).__name__}")
+        if not value:
+            raise ValueError("name must not be empty")
+        with _META_LOCK:
+            old, self._name = self._name, value
+        if old != value:
+            self._renamed()
+
+    def _renamed(self) -> None:
+        """The name changed: re-key whatever is keyed by it (metrics sources)."""
+        return None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The runner's metadata, a copy (changing it changes nothing here):
+        free-form labels for your own bookkeeping, shown in ``stats()`` and
+        in the logs of its tasks' errors.  Replace it with
+        ``runner.metadata = {...}`` or set one key with :meth:`set_metadata`."""
+        current: dict[str, Any] | None = self.__dict__.get("_metadata")
+        return {} if current is None else dict(current)
+
+    @metadata.setter
+    def metadata(self, value: Mapping[str, Any]) -> None:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"metadata must be a mapping, not {type(value).__name__}")
+        fresh = dict(value)
+        for key in fresh:
+            if not isinstance(key, str):
+                raise TypeError(f"metadata keys must be str, not {type(key).__name__}")
+        with _META_LOCK:
+            self.__dict__["_metadata"] = fresh
+
+    def set_metadata(self, key: str, value: Any) -> None:
+        """Set one metadata entry (atomic with respect to other metadata writes)."""
+        if not isinstance(key, str):
+            raise TypeError(f"metadata keys must be str, not {type(key).__name__}")
+        with _META_LOCK:
+            fresh = dict(self.__dict__.get("_metadata") or {})
+            fresh[key] = value
+            self.__dict__["_metadata"] = fresh  # replaced, never mutated: readers copy safely
 
     @property
     @abc.abstractmethod

@@ -340,6 +340,7 @@ class _SlotRunner(PoolBackedRunner):
                 "max_concurrency": self._max,
                 "max_concurrency_seen": self._max_seen,
                 "closed": self._closed,
+                "metadata": self.metadata,
             }
 
 

@@ -499,6 +499,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
                 "completed": self._completed,
                 "rejected": self._rejected,
                 "closed": self._closed,
+                "metadata": self.metadata,
             }
 
 

@@ -455,3 +455,96 @@ def test_pool_on_rejected_that_raises_is_logged_and_ignored(
 def test_pool_on_rejected_must_be_callable() -> None:
     with pytest.raises(TypeError, match="on_rejected must be callable"):
         ThreadPool(1, on_rejected=3, start=False)  # type: ignore[arg-type]
+
+
+# ---- runner name and metadata ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS[:4])
+def test_name_is_settable_and_shown(kind: str, pool: ThreadPool) -> None:
+    runner = make(kind, pool)
+    runner.name = "renamed"
+    assert runner.name == "renamed"
+    assert runner.stats()["name"] == "renamed"
+    task = runner.post_task(lambda: None)
+    assert task.runner.name == "renamed"
+    with pytest.raises(TypeError, match="name must be a str"):
+        runner.name = 3  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="must not be empty"):
+        runner.name = ""
+    assert runner.name == "renamed"
+    runner.flush(WAIT)
+
+
+@pytest.mark.parametrize("kind", KINDS[:4])
+def test_metadata_is_a_copy_and_in_stats(kind: str, pool: ThreadPool) -> None:
+    runner = make(kind, pool)
+    assert runner.metadata == {} and runner.stats()["metadata"] == {}
+    runner.metadata = {"team": "payments"}
+    runner.set_metadata("shard", 3)
+    copy = runner.metadata
+    copy["team"] = "changed"
+    assert runner.metadata == {"team": "payments", "shard": 3}
+    assert runner.stats()["metadata"] == {"team": "payments", "shard": 3}
+    with pytest.raises(TypeError, match="must be a mapping"):
+        runner.metadata = [("a", 1)]  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="keys must be str"):
+        runner.metadata = {1: "x"}  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="keys must be str"):
+        runner.set_metadata(1, "x")  # type: ignore[arg-type]
+    assert runner.metadata == {"team": "payments", "shard": 3}  # nothing half-written
+
+
+def test_concurrent_set_metadata_loses_nothing(pool: ThreadPool) -> None:
+    seq = SequencedTaskRunner(pool)
+    barrier = threading.Barrier(4)
+
+    def writer(i: int) -> None:
+        barrier.wait(WAIT)
+        for j in range(200):
+            seq.set_metadata(f"{i}-{j}", j)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert len(seq.metadata) == 800
+
+
+def test_error_log_carries_the_runner_name_and_metadata(
+    pool: ThreadPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    seq = SequencedTaskRunner(pool, name="before")
+    seq.name = "after"
+    seq.metadata = {"team": "ops"}
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    with caplog.at_level("ERROR", logger="taskrunner.pool"):
+        seq.post_task(boom)
+        assert seq.flush(WAIT)
+    records = [r for r in caplog.records if "boom" in r.getMessage()]
+    assert records and records[0].runner == "after"  # type: ignore[attr-defined]
+    assert records[0].runner_metadata == {"team": "ops"}  # type: ignore[attr-defined]
+
+
+def test_renamed_runner_reports_metrics_under_its_new_name() -> None:
+    from taskrunner.metrics import InProcessMetrics
+
+    metrics = InProcessMetrics()
+    pool = ThreadPool(2, name="mpool", metrics=metrics)
+    try:
+        seq = SequencedTaskRunner(pool, name="old")
+        seq.name = "new"
+        seq.submit(lambda: None).result(WAIT)
+        pool.name = "mpool2"
+        pool.submit(lambda: None).result(WAIT)
+        assert pool.flush(WAIT)
+        pool.flush_metrics()
+        sources = {name for name, _ in metrics._live_sources()}
+        assert "new" in sources and "old" not in sources
+        assert "mpool2" in sources and "mpool" not in sources
+    finally:
+        pool.shutdown(timeout=WAIT)
