@@ -512,21 +512,34 @@ def test_concurrent_set_metadata_loses_nothing(pool: ThreadPool) -> None:
     assert len(seq.metadata) == 800
 
 
-def test_error_log_carries_the_runner_name_and_metadata(
-    pool: ThreadPool, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_error_log_carries_the_runner_name_and_metadata(pool: ThreadPool) -> None:
+    import logging
+
     seq = SequencedTaskRunner(pool, name="before")
     seq.name = "after"
     seq.metadata = {"team": "ops"}
+    records: list[logging.LogRecord] = []
+    logged = threading.Event()
 
-    def boom() -> None:
-        raise ValueError("boom")
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "boom" in str(record.exc_info[1] if record.exc_info else ""):
+                records.append(record)
+                logged.set()
 
-    with caplog.at_level("ERROR", logger="taskrunner.pool"):
+    logger = logging.getLogger("taskrunner.pool")
+    handler = Catch(logging.ERROR)
+    logger.addHandler(handler)
+    try:
+
+        def boom() -> None:
+            raise ValueError("boom")
+
         seq.post_task(boom)
-        assert seq.flush(WAIT)
-    records = [r for r in caplog.records if "boom" in r.getMessage()]
-    assert records and records[0].runner == "after"  # type: ignore[attr-defined]
+        assert logged.wait(WAIT)  # the log follows the task's end: wait for it
+    finally:
+        logger.removeHandler(handler)
+    assert records[0].runner == "after"  # type: ignore[attr-defined]
     assert records[0].runner_metadata == {"team": "ops"}  # type: ignore[attr-defined]
 
 
@@ -548,3 +561,22 @@ def test_renamed_runner_reports_metrics_under_its_new_name() -> None:
         assert "mpool2" in sources and "mpool" not in sources
     finally:
         pool.shutdown(timeout=WAIT)
+
+
+def test_flush_async_on_the_asyncio_runner() -> None:
+    import asyncio
+
+    from taskrunner import AsyncioTaskRunner
+
+    async def main() -> list[str]:
+        runner = AsyncioTaskRunner(asyncio.get_running_loop())
+        order: list[str] = []
+        done = asyncio.Event()
+        runner.post_task(order.append, "task")
+        assert runner.flush_async(lambda: (order.append("barrier"), done.set()))
+        await asyncio.wait_for(done.wait(), WAIT)
+        runner.shutdown(wait=False)
+        assert runner.flush_async(lambda: order.append("late")) is False
+        return order
+
+    assert asyncio.run(main()) == ["task", "barrier"]
