@@ -17,7 +17,7 @@ CWARN := -std=gnu11 -Wall -Wextra -Werror -g -O1 -pthread -Icsrc
 ASAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 TSAN := -fsanitize=thread
 
-.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench bench-instructions clean pg-server
+.PHONY: all venv build test test-py test-parallel test-ft lint check-c demo bench bench-instructions clean pg-server chaos
 
 all: test
 
@@ -73,6 +73,15 @@ chromium:
 dashboard-screenshots: $(CORE_STAMP) chromium
 	TASKRUNNER_DASHBOARD_SCREENSHOTS=taskrunner/dashboard/docs $(PY) -m pytest -q -p no:randomly \
 	  tests/test_dashboard_browser.py -k "sqlite and (overview_shows or hostile_text) or mounted_pool"
+
+# The fault harness (tests/chaos): worker processes on one store, SIGKILL, SIGSTOP past
+# the lease, a same-worker reclaim, PostgreSQL stopped mid-run and mid-commit, a full
+# disk (a tmpfs; needs root), specialised workers; a ledger checked against the store.
+# A few minutes; `make test` runs a short version (tests/test_chaos.py).
+CHAOS_SECONDS ?= 90
+CHAOS_JOBS ?= 500
+chaos: $(CORE_STAMP) pg-server
+	$(PY) tests/chaos/run.py --store both --seconds $(CHAOS_SECONDS) --jobs $(CHAOS_JOBS)
 
 test-py: $(CORE_STAMP) pg-server chromium
 	$(PY) -m pytest -q

@@ -47,6 +47,13 @@ SUBJECTS: dict[str, str] = {
         "        post(noop)\n"
         "    pool.wait_idle()\n"
     ),
+    "pool_batch": _PRELUDE
+    + (
+        "from taskrunner import ThreadPool\n"
+        "with ThreadPool(2, name='instr') as pool:\n"
+        "    pool.post_tasks(noop, [()] * n)\n"
+        "    pool.wait_idle()\n"
+    ),
     "sequenced": _PRELUDE
     + (
         "from taskrunner import SequencedTaskRunner, ThreadPool\n"

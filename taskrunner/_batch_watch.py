@@ -53,7 +53,7 @@ class WatchedWorker(Protocol):
     batch: list[int] | None
     batch_priority: int
     batch_lock: threading.Lock
-    seen_current: Any
+    seen_current: int | None  # the token of the task seen running at the last look
     seen_batch: list[int] | None
 
 
@@ -140,12 +140,11 @@ class BatchWatch:
                 worker.seen_batch = worker.seen_current = None
                 continue
             holding = True
-            if (
-                current is None
-                or current is not worker.seen_current
-                or batch is not worker.seen_batch
-            ):
-                worker.seen_current, worker.seen_batch = current, batch
+            # The task's token, never the task: the watch must not keep a
+            # finished task (and its runner) alive between two looks.
+            token = None if current is None else current.token
+            if token is None or token != worker.seen_current or batch is not worker.seen_batch:
+                worker.seen_current, worker.seen_batch = token, batch
                 continue
             self._steal(worker, batch)
             worker.seen_batch = worker.seen_current = None

@@ -687,6 +687,9 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
         elif job.state is JobState.RUNNING:
             outcome = f"cancel requested; it stops at its worker's next check ({job.owner})"
             failed = failed or bool(args.wait)  # waited, and it did not stop in time
+        elif job.state is JobState.SUCCEEDED and job.cancel_requested:
+            outcome = "not cancelled: it succeeded after the request (its handler did not stop)"
+            failed = True
         else:
             outcome = f"not cancelled: it already {job.state.value}"
             failed = True

@@ -105,12 +105,13 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any, TypeVarTuple
 
 from taskrunner import rejections as _rejections
+from taskrunner._batch_post import post_tasks
 from taskrunner._batch_watch import BatchWatch
 from taskrunner._delays import DelayedTasks
 from taskrunner._native import CLOSED, OK, TIMEOUT, check, ffi, lib, timeout_ns
@@ -290,7 +291,7 @@ class _Worker:
         self.batch: list[int] | None = None
         self.batch_priority = 0
         self.batch_lock = threading.Lock()  # guards the hand-back of batch
-        self.seen_current: Task | None = None
+        self.seen_current: int | None = None  # a token: the watch holds no task
         self.seen_batch: list[int] | None = None
 
 
@@ -611,6 +612,19 @@ class ThreadPool(TaskRunner):
         else:
             self._enqueue(task)
         return task
+
+    def post_tasks(
+        self,
+        fn: Callable[[*Ts], Any],
+        arg_tuples: Iterable[tuple[*Ts]],
+        /,
+        *,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> list[Task]:
+        """``post_task(fn, *args)`` for each tuple, queued in chunks of 1,024 with
+        one C call each; returns the handles in order (see taskrunner._batch_post)."""
+        return post_tasks(self, fn, arg_tuples, traits, name, _next_token, _now_ns)
 
     # ---- the hooks runners build on ------------------------------------------------
 

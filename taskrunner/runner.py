@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import enum
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
@@ -164,6 +164,23 @@ class TaskRunner(abc.ABC):
         name: str | None = None,
     ) -> Task:
         """Post ``fn(*args)`` to run soon; returns its cancelable handle."""
+
+    def post_tasks(
+        self,
+        fn: Callable[[*Ts], Any],
+        arg_tuples: Iterable[tuple[*Ts]],
+        /,
+        *,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> list[Task]:
+        """Post ``fn(*args)`` for each tuple in ``arg_tuples``, in order; returns
+        the handles.  Every item is checked first (TypeError, naming its index,
+        if one is not a tuple; nothing is posted then).  Each task is then
+        posted as by :meth:`post_task`; the pool queues them in chunks with one
+        C call each (see taskrunner._batch_post)."""
+        items = _argument_tuples(arg_tuples)
+        return [self.post_task(fn, *args, traits=traits, name=name) for args in items]
 
     @abc.abstractmethod
     def post_delayed_task(
@@ -540,6 +557,20 @@ def _reply_target(
             f"not {type(reply_runner).__name__}"
         )
     return reply_runner
+
+
+def _argument_tuples(arg_tuples: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The items of ``arg_tuples`` as a list, each checked to be a tuple."""
+    if isinstance(arg_tuples, (str, bytes)):
+        raise TypeError("post_tasks takes an iterable of argument tuples, not a string")
+    items = list(arg_tuples)
+    for i, args in enumerate(items):
+        if type(args) is not tuple:
+            raise TypeError(
+                f"post_tasks: item {i} must be a tuple of arguments, not {type(args).__name__}"
+                " (wrap a single argument as (x,))"
+            )
+    return items
 
 
 def _describe(fn: Callable[..., Any]) -> str:

@@ -1,7 +1,8 @@
 """A job app for the multi-process tests: every run is recorded in a separate file.
 
 The runs file (``TASKRUNNER_RUNS_DB``) has one row per handler run: job id,
-attempt, pid, and whether the handler got to its end.  Tests compare it with
+attempt, pid, and whether the handler got to its end.  A job with
+``wait_for_peer`` holds its run until another process has recorded one.  Tests compare it with
 the job store to prove that no job was lost and no finished job ran again.
 """
 
@@ -24,6 +25,16 @@ def _connect() -> sqlite3.Connection:
     return conn
 
 
+def _wait_for_peer(conn: sqlite3.Connection, ctx: JobContext) -> None:
+    """Hold this run until a run by another process is recorded (or 60 s pass):
+    a test that needs two workers to take part makes it so, whatever the load."""
+    for _ in range(6000):
+        (pids,) = conn.execute("SELECT count(DISTINCT pid) FROM runs").fetchone()
+        if pids >= 2:
+            return
+        ctx.sleep(0.01)
+
+
 def register(manager: JobManager) -> None:
     conn = _connect()
     conn.close()
@@ -36,6 +47,8 @@ def register(manager: JobManager) -> None:
                 "INSERT INTO runs (job_id, attempt, pid) VALUES (?, ?, ?) RETURNING rowid",
                 (ctx.job_id, ctx.attempt, os.getpid()),
             ).fetchone()
+            if args.get("wait_for_peer"):
+                _wait_for_peer(conn, ctx)
             ctx.sleep(float(args.get("seconds", 0.02)))
             conn.execute("UPDATE runs SET finished = 1 WHERE rowid = ?", (row[0],))
         finally:

@@ -159,6 +159,13 @@ class PgCluster:
             text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise PgUnavailable(f"pg_ctl start failed: {done.stderr.strip()} {text}")
 
+    def halt(self) -> None:
+        """Stop the server at once (``-m immediate``, as a crash would) and keep its
+        files: :meth:`start` brings it back (the fault harness's outage)."""
+        done = self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+        if done.returncode != 0:
+            raise PgUnavailable(f"pg_ctl stop failed: {done.stderr.strip()}")
+
     def stop(self) -> None:
         if self.stopped:
             return

@@ -110,3 +110,27 @@ def test_the_watch_thread_ends_at_shutdown_and_the_pool_is_collected() -> None:
     del pool
     gc.collect()
     assert collected.is_set()
+
+
+def test_the_watch_remembers_tokens_not_tasks() -> None:
+    """Between two looks the watch must hold no task: a finished task (and the
+    runner its run loop belongs to) would stay alive until the next look."""
+    from taskrunner._batch_watch import BatchWatch
+    from taskrunner.pool import _Worker
+
+    class Running:
+        token = 41
+
+    worker = _Worker()
+    task = Running()
+    worker.current = task  # type: ignore[assignment]
+    worker.batch = [41, 42]
+    watch = BatchWatch("unit", None, lambda: [worker], lambda token: False, 1_000_000)
+    assert watch._look()  # a first look: remembers what it saw
+    assert worker.seen_current == 41 and worker.seen_batch is worker.batch
+    gone = threading.Event()
+    weakref.finalize(task, gone.set)
+    worker.current = None
+    del task
+    gc.collect()
+    assert gone.is_set(), "the watch keeps the task it saw running"

@@ -166,6 +166,23 @@ def test_cancel_pending_and_running_jobs(jobs: Jobs) -> None:
     assert jobs.state(jobs.pending_report) is JobState.PENDING
 
 
+def test_a_cancel_the_handler_ignored_stays_visible(jobs: Jobs) -> None:
+    """The worker finished the job although its cancel was requested: it succeeded,
+    and the listing and a second cancel say that the request came too late."""
+    db = str(jobs.db)
+    assert cli("jobs", "cancel", "--db", db, jobs.running).returncode == 0
+    with SQLiteJobStore(jobs.db) as store:
+        held = store.get(jobs.running)
+        assert held.owner is not None
+        store.complete(jobs.running, held.owner, time.time(), b"1", attempt=held.attempt)
+    listing = cli("jobs", "list", "--db", db, "--state", "succeeded").stdout
+    assert "succeeded (cancel requested)" in listing
+    result = cli("jobs", "cancel", "--db", db, jobs.running, "--json")
+    assert result.returncode == 1
+    outcome = json.loads(result.stdout)[0]["outcome"]
+    assert outcome == "not cancelled: it succeeded after the request (its handler did not stop)"
+
+
 def test_cancel_of_a_finished_job_changes_nothing_and_exits_1(jobs: Jobs) -> None:
     before = jobs.states()
     result = cli("jobs", "cancel", "--db", str(jobs.db), jobs.succeeded, "--json")
@@ -313,16 +330,20 @@ def _wait_state(db: Path, job_id: str, state: JobState, timeout: float = 30) -> 
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+def worker(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     db = tmp_path / "w.db"
     SQLiteJobStore(db).close()
-    # A short lease: the heartbeat (every lease/3) relays a cancel request within a second.
+    # A short lease by default: the heartbeat (every lease/3) relays a cancel request
+    # within a second.  A test may ask for another (indirect parametrisation).
+    lease = getattr(request, "param", 3.0)
     command = [
         "worker",
         "--poll",
         "0.1",
         "--lease",
-        "3",
+        str(lease),
         "--grace",
         "30",
         "--app",
@@ -364,6 +385,10 @@ def test_worker_runs_jobs_and_stops_gracefully_on_sigterm(
     assert proc.wait(30) == 0
 
 
+# A long lease: on a loaded machine a 3 s lease can run out while the job runs, and
+# the worker's own poll would take it back; the drain would then have nothing to
+# wait for, and the second signal nothing to cut short.
+@pytest.mark.parametrize("worker", [120.0], indirect=True)
 def test_worker_second_signal_stops_at_once_leaving_the_job_for_recovery(
     worker: tuple[Path, subprocess.Popen[str]],
 ) -> None:

@@ -241,9 +241,12 @@ def stress_pool(
     per_thread: int,
     *,
     seed: int,
-    after_posting: Callable[[int], None] = lambda n: None,
+    after_posting: Callable[[int, bool], None] = lambda n, last: None,
 ) -> None:
-    """8 threads post ``per_thread`` tasks each and cancel random ones, any thread's."""
+    """8 threads post ``per_thread`` tasks each and cancel random ones, any thread's.
+
+    ``after_posting(n, last)`` runs on the poster after each post: ``n`` posts
+    so far in all, ``last`` when it was this poster's last one."""
     start = threading.Barrier(THREADS)
     posted = itertools.count(1).__next__
 
@@ -255,7 +258,7 @@ def stress_pool(
                 post_one(pool, ledger, rng, i)
             except RunnerClosedError:
                 return
-            after_posting(posted())
+            after_posting(posted(), i == (t + 1) * per_thread - 1)
             if rng.random() < 0.3:
                 ledger.try_cancel(ledger.recent(rng, i, per_thread))
 
@@ -309,15 +312,24 @@ def test_shutdown_racing_posters_and_cancellers_loses_nothing(cancel_pending: bo
     # A few tasks far in the future, so shutdown certainly has delayed tasks to drop.
     far = [pool.post_delayed_task(ledger.work, 60.0, -1, False) for _ in range(THREADS)]
     halfway = threading.Event()
+    shut = threading.Event()
+    holder = threading.Lock()  # taken (for good) by the one poster that waits for shutdown
     reports: list[ShutdownReport | None] = []
 
-    def after_posting(n: int) -> None:
+    def after_posting(n: int, last: bool) -> None:
         if n == THREADS * per_thread // 4:
             halfway.set()
+        # One poster with posts left waits for shutdown to return, so that at least
+        # one post certainly races it, however the threads are scheduled.
+        if n >= THREADS * per_thread // 2 and not last and holder.acquire(blocking=False):
+            shut.wait(WAIT)
 
     def shut_down() -> None:
         halfway.wait(WAIT)
-        reports.append(pool.shutdown(timeout=0.01, cancel_pending=cancel_pending))
+        try:
+            reports.append(pool.shutdown(timeout=0.01, cancel_pending=cancel_pending))
+        finally:
+            shut.set()
 
     closer = threading.Thread(target=ledger.guarded(shut_down))
     closer.start()

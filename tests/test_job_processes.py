@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 60.0
 
 
-def _submit(db: Path, n: int, seconds: float) -> list[str]:
+def _submit(db: Path, n: int, seconds: float, wait_for_peer: bool = False) -> list[str]:
     store = SQLiteJobStore(db)
     pool = ThreadPool(1, name="submitter")
     m = JobManager(store, pool)
     m.register("work", lambda ctx, args: None)  # submit only: never started here
-    handles = m.submit_many([JobSpec("work", {"n": i, "seconds": seconds}) for i in range(n)])
+    args = {"seconds": seconds, "wait_for_peer": wait_for_peer}
+    handles = m.submit_many([JobSpec("work", {"n": i, **args}) for i in range(n)])
     m.shutdown()
     pool.shutdown()
     store.close()
@@ -132,10 +133,21 @@ def test_sigkilled_worker_loses_nothing_and_reruns_nothing_finished(tmp_path: Pa
 
 
 def test_two_workers_share_one_store_and_run_each_job_once(tmp_path: Path) -> None:
+    """Each job runs exactly once (the promise), and both workers take part: made
+    deterministic, not left to the scheduler.  The first worker starts alone and
+    holds its jobs (``wait_for_peer``) until a run by another process is recorded,
+    so it cannot finish everything before the second one starts; the second one
+    finds due jobs because a manager claims at most ``max_concurrent`` (64) at once."""
     db, runs = tmp_path / "jobs.db", tmp_path / "runs.db"
-    ids = _submit(db, 200, seconds=0.005)
-    workers = [_worker(db, runs, lease=5.0) for _ in range(2)]
+    ids = _submit(db, 100, seconds=0.0, wait_for_peer=True)
+    first = _worker(db, runs, lease=5.0)
+    workers = [first]
     try:
+        end = time.monotonic() + DEADLINE
+        while not _runs(runs) and time.monotonic() < end:
+            time.sleep(0.02)  # waiting for the first worker to start a job
+        assert {r[2] for r in _runs(runs)} == {first.pid}
+        workers.append(_worker(db, runs, lease=5.0))
         jobs = _wait_all_final(db, ids)
     finally:
         for w in workers:
@@ -143,7 +155,7 @@ def test_two_workers_share_one_store_and_run_each_job_once(tmp_path: Path) -> No
     rows = _runs(runs)
     assert all(job.state is JobState.SUCCEEDED for job in jobs.values())  # type: ignore[attr-defined]
     assert sorted(r[0] for r in rows) == sorted(ids)  # each job ran exactly once
-    assert len({r[2] for r in rows}) == 2  # and both workers took part
+    assert {r[2] for r in rows} == {w.pid for w in workers}  # and both workers took part
 
 
 def test_worker_rejects_a_bad_app() -> None:

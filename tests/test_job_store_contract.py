@@ -374,6 +374,23 @@ def test_claim_due_takes_priority_then_due_time_then_creation_order(store: JobSt
     assert ids(store.claim_due("w2", T0 + 100, limit=10, lease_seconds=LEASE)) == ["future"]
 
 
+def test_claim_due_takes_only_the_job_types_asked_for(store: JobStore) -> None:
+    store.insert_many(
+        [mk("a1", type="only_a"), mk("b1", type="only_b", priority=5), mk("a2", type="only_a")]
+    )
+    store.insert(mk("c1", type="other"))
+    assert store.claim_due("w", T0 + 10, limit=10, lease_seconds=LEASE, types=[]) == []
+    took = store.claim_due("w", T0 + 10, limit=10, lease_seconds=LEASE, types=["only_a", "x"])
+    assert ids(took) == ["a1", "a2"]
+    assert ids(store.claim_due("w", T0 + 10, limit=10, lease_seconds=LEASE, types={"only_b"})) == [
+        "b1"
+    ]
+    assert store.get("c1").state is JobState.PENDING
+    with pytest.raises(TypeError, match="types"):
+        store.claim_due("w", T0 + 10, limit=1, lease_seconds=LEASE, types="other")
+    assert ids(store.claim_due("w", T0 + 10, limit=10, lease_seconds=LEASE)) == ["c1"]
+
+
 def test_claim_due_from_eight_threads_claims_each_job_exactly_once(store: JobStore) -> None:
     store.insert_many([mk(f"j{i:03d}", priority=i % 3) for i in range(240)])
     start = threading.Barrier(8)
@@ -446,6 +463,25 @@ def test_renew_leases_extends_only_what_the_owner_holds(store: JobStore) -> None
     assert store.get("c").lease_expires_at == T0 + LEASE
     empty = store.renew_leases("w1", [], T0, lease_seconds=LEASE)
     assert empty.held == frozenset()
+
+
+def test_renew_leases_on_an_attempt_fences_a_stale_attempt(store: JobStore) -> None:
+    """The same owner reclaimed the job as attempt 2: renewing attempt 1 holds nothing."""
+    store.insert_many([mk("a", max_attempts=3), mk("b")])
+    claim_one(store, "a", "w1")
+    claim_one(store, "b", "w1")
+    store.recover_expired(T0 + LEASE)
+    again = store.claim("a", "w1", T0 + LEASE, lease_seconds=LEASE)
+    assert again is not None and again.attempt == 2
+    stale = store.renew_leases("w1", ["a"], T0 + 40, lease_seconds=LEASE, attempts={"a": 1})
+    assert stale.held == frozenset()
+    assert store.get("a").lease_expires_at == T0 + 2 * LEASE  # not renewed
+    now = T0 + 41
+    current = store.renew_leases("w1", ["a"], now, lease_seconds=LEASE, attempts={"a": 2})
+    assert current.held == {"a"}
+    assert store.get("a").lease_expires_at == now + LEASE
+    with pytest.raises(TypeError, match="attempts"):
+        store.renew_leases("w1", ["a"], now, lease_seconds=LEASE, attempts=[("a", 2)])  # type: ignore[arg-type]
 
 
 def test_expired_leases_are_recovered(store: JobStore) -> None:
@@ -585,12 +621,35 @@ def test_cancel_pending_running_and_finished_jobs(store: JobStore) -> None:
     assert asked.state is JobState.RUNNING and asked.cancel_requested
     assert store.get("r").cancel_requested
     stopped = store.mark_cancelled("r", "w1", T0 + 3, "stopped on request")
-    assert stopped.state is JobState.CANCELLED and not stopped.cancel_requested
+    assert stopped.state is JobState.CANCELLED and stopped.cancel_requested  # kept on record
     assert stopped.last_error == "stopped on request" and stopped.owner is None
 
-    # A failure after a cancellation request is never retried.
+    # A failure after a cancellation request is never retried: the job is cancelled,
+    # with the attempt's error kept.
     store.cancel("r2", T0 + 2)
-    assert store.fail("r2", "w1", T0 + 3, "boom", retry_at=T0 + 4).state is JobState.FAILED
+    failed = store.fail("r2", "w1", T0 + 3, "boom", retry_at=T0 + 4)
+    assert failed.state is JobState.CANCELLED and failed.last_error == "boom"
+    assert failed.cancel_requested
+
+
+def test_a_request_to_cancel_stays_on_the_record_of_a_job_that_completed(
+    store: JobStore,
+) -> None:
+    """The handler ignored the request and returned: the job succeeded, and says it
+    was asked to stop.  A manual retry starts over without the request."""
+    store.insert(mk("r", max_attempts=1))
+    claim_one(store, "r")
+    store.cancel("r", T0 + 1)
+    done = store.complete("r", "w1", T0 + 2, b"result")
+    assert done.state is JobState.SUCCEEDED and done.cancel_requested and done.result == b"result"
+    assert store.get("r") == done
+    store.insert(mk("f", max_attempts=1))
+    claim_one(store, "f")
+    store.cancel("f", T0 + 1)
+    [recovered] = store.recover_expired(T0 + LEASE)
+    assert recovered.state is JobState.CANCELLED and recovered.cancel_requested
+    again = store.retry("f", T0 + LEASE)
+    assert again.state is JobState.PENDING and not again.cancel_requested
     with pytest.raises(UnknownJobError):
         store.cancel("nope", T0)
 

@@ -8,9 +8,10 @@ with SIGKILL.  Then:
 * every job ends SUCCEEDED, and reaches a final state exactly once (a trigger
   logs every transition into a final state);
 * each attempt ran at most once, and the attempt that succeeded ran once;
-* the only jobs that ran more than once were interrupted by the kill (their
-  earlier runs are the killed process's), and they were taken back only after
-  their lease expired;
+* a job ran more than once only after its lease expired (``interrupted``):
+  the killed process's jobs, taken back a lease after the kill, and, on a
+  loaded machine, any whose live worker stalled past the 2 s lease (fenced:
+  the later attempt's outcome is the one stored);
 * all four workers took part.
 """
 
@@ -175,7 +176,7 @@ def test_four_workers_ten_thousand_jobs_one_sigkilled(
         store.close()
 
     victim_pid = victim.pid
-    recovered = 0
+    recovered = stalled = 0
     for job_id, (attempt, last_error) in jobs.items():
         mine = runs.get(job_id, [])
         attempts = [run[0] for run in mine]
@@ -184,12 +185,17 @@ def test_four_workers_ten_thousand_jobs_one_sigkilled(
         assert len(winners) == 1 and winners[0][3], f"{job_id}: the last attempt ran once"
         assert max(attempts) == attempt
         if attempt > 1:
-            # Only the killed worker's jobs ran again, after their lease expired.
-            recovered += 1
+            # A job ran again only after its lease expired ("interrupted"): its owner
+            # was killed, or, on a loaded machine, a live worker stalled past its 2 s
+            # lease and was fenced (the later attempt's outcome is the one stored).
             assert last_error == "interrupted", job_id
-            assert all(run[1] == victim_pid for run in mine if run[0] < attempt), mine
-            assert winners[0][1] != victim_pid
-            assert winners[0][2] >= killed_at + LEASE / 2, (job_id, winners, killed_at)
+            if any(run[1] == victim_pid for run in mine if run[0] < attempt):
+                recovered += 1
+                assert winners[0][1] != victim_pid
+                assert winners[0][2] >= killed_at + LEASE / 2, (job_id, winners, killed_at)
+            else:
+                stalled += 1
+    print(f"re-run after the kill: {recovered}; after a live worker's stall: {stalled}")
     assert recovered >= 1, "the kill interrupted no job"
     pids = {run[1] for rows in runs.values() for run in rows}
     assert victim_pid in pids and len(pids) == WORKERS, pids

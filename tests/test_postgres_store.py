@@ -48,7 +48,7 @@ from taskrunner.jobs import (
 
 psycopg = pytest.importorskip("psycopg", reason="needs the postgres extra (psycopg 3)")
 
-from taskrunner.jobs import postgres_store  # noqa: E402 (after the importorskip)
+from taskrunner.jobs import postgres_schema  # noqa: E402 (after the importorskip)
 from taskrunner.jobs.postgres_store import (  # noqa: E402
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -193,6 +193,21 @@ def test_the_import_error_names_the_extra() -> None:
 # ---------------------------------------------------------------- schema and migrations
 
 
+def test_claiming_by_type_reads_the_type_index(
+    store: PostgresJobStore, raw: Any, schema: str
+) -> None:
+    """A typed claim reads the type index in claim order: among many pending jobs,
+    it neither scans the other types' jobs nor sorts its own."""
+    store.insert_many([mk(f"x{n:05d}", type="common") for n in range(5000)])
+    store.insert_many([mk(f"y{n:05d}", type=f"t{n % 2 + 1}") for n in range(2000)])
+    raw.execute(f'ANALYZE "{schema}".jobs')
+    sql = store._sql.claim_due_of_type.replace("%s", "{}").format("'t1'", "1e12", "5")
+    plan = "\n".join(row[0] for row in raw.execute("EXPLAIN " + sql).fetchall())
+    assert "jobs_claim_by_type" in plan and "Sort" not in plan, plan
+    claimed = store.claim_due("w", T0, limit=5, lease_seconds=LEASE, types=["t1", "t2"])
+    assert len(claimed) == 5 and {job.type for job in claimed} <= {"t1", "t2"}
+
+
 def test_schema_has_the_indexes_constraints_and_version(
     store: PostgresJobStore, raw: Any, schema: str
 ) -> None:
@@ -210,6 +225,7 @@ def test_schema_has_the_indexes_constraints_and_version(
         "jobs_leases",
         "jobs_finished",
         "jobs_idempotency_key",
+        "jobs_claim_by_type",
     } <= set(indexes)
     assert "UNIQUE" in indexes["jobs_idempotency_key"]
     assert "'pending'" in indexes["jobs_idempotency_key"]
@@ -242,7 +258,7 @@ def test_migrate_is_idempotent_and_versioned(
         "a note column",
         ("ALTER TABLE {schema}.jobs ADD COLUMN note text",),
     )
-    monkeypatch.setattr(postgres_store, "MIGRATIONS", (*MIGRATIONS, step))
+    monkeypatch.setattr(postgres_schema, "MIGRATIONS", (*MIGRATIONS, step))
     assert migrate(pg_dsn, schema=schema) == SCHEMA_VERSION + 1
     rows = raw.execute(
         f'SELECT version, description FROM "{schema}".schema_version ORDER BY version'

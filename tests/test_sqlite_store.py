@@ -138,10 +138,21 @@ def test_schema_has_the_indexes_for_listing_claiming_and_uniqueness(
         "jobs_finished",
         "jobs_idempotency_key",
         "jobs_next_due",
+        "jobs_claim_by_type",
     } <= set(indexes)
     assert "UNIQUE" in indexes["jobs_idempotency_key"]
     assert "state IN ('pending', 'running')" in indexes["jobs_idempotency_key"]
     assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_claiming_by_type_reads_the_type_index(store: SQLiteJobStore, path: Path) -> None:
+    from taskrunner.jobs.sqlite_store import _claim_sql
+
+    with raw(path) as other:
+        plan = other.execute("EXPLAIN QUERY PLAN " + _claim_sql(True), ("a", 0.0, 5)).fetchall()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "USING INDEX jobs_claim_by_type (type=?)" in details, details
+    assert "TEMP B-TREE" not in details, details  # read in claim order: nothing sorted
 
 
 # The schema of version 1, written out by hand as a release of that version left it.

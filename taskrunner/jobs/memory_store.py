@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from taskrunner.errors import ClosedError
 from taskrunner.jobs.errors import (
@@ -42,6 +42,7 @@ from taskrunner.jobs.store import (
     after_renew,
     after_retry,
     check_attempt,
+    check_attempts,
     check_completions,
     check_filters,
     check_job_id,
@@ -53,11 +54,13 @@ from taskrunner.jobs.store import (
     check_owner,
     check_result,
     check_text,
+    check_types,
     claim_order_key,
     decode_cursor,
     encode_cursor,
     is_due,
     matches,
+    on_attempt,
 )
 
 __all__ = ["MemoryJobStore"]
@@ -202,14 +205,30 @@ class MemoryJobStore:
                 1 for job in self._jobs.values() if matches(job, state_set, type_set, since_f)
             )
 
-    def claim_due(self, owner: str, now: float, *, limit: int, lease_seconds: float) -> list[Job]:
+    def claim_due(
+        self,
+        owner: str,
+        now: float,
+        *,
+        limit: int,
+        lease_seconds: float,
+        types: Iterable[str] | None = None,
+    ) -> list[Job]:
         check_owner(owner)
         now = check_now(now)
         limit = check_limit(limit)
         lease = check_lease(lease_seconds)
+        wanted = check_types(types)
         with self._lock:
             self._check_open()
-            due = sorted((j for j in self._jobs.values() if is_due(j, now)), key=claim_order_key)
+            due = sorted(
+                (
+                    j
+                    for j in self._jobs.values()
+                    if is_due(j, now) and (wanted is None or j.type in wanted)
+                ),
+                key=claim_order_key,
+            )
             claimed = [after_claim(job, owner, now, lease) for job in due[:limit]]
             self._write("claim_due", claimed)
             return claimed
@@ -229,19 +248,29 @@ class MemoryJobStore:
             return claimed
 
     def renew_leases(
-        self, owner: str, job_ids: Iterable[str], now: float, *, lease_seconds: float
+        self,
+        owner: str,
+        job_ids: Iterable[str],
+        now: float,
+        *,
+        lease_seconds: float,
+        attempts: Mapping[str, int] | None = None,
     ) -> LeaseRenewal:
         check_owner(owner)
         ids = [check_job_id(job_id) for job_id in job_ids]
         now = check_now(now)
         lease = check_lease(lease_seconds)
+        on = check_attempts(attempts)
         with self._lock:
             self._check_open()
-            held = [
-                job
-                for job in (self._jobs.get(job_id) for job_id in dict.fromkeys(ids))
-                if job is not None and job.state is JobState.RUNNING and job.owner == owner
-            ]
+            held = on_attempt(
+                (
+                    job
+                    for job in (self._jobs.get(job_id) for job_id in dict.fromkeys(ids))
+                    if job is not None and job.state is JobState.RUNNING and job.owner == owner
+                ),
+                on,
+            )
             self._write("renew_leases", [after_renew(job, now, lease) for job in held])
             return LeaseRenewal(
                 frozenset(job.id for job in held),

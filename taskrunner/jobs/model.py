@@ -157,7 +157,8 @@ class Job:
     * a ``RUNNING`` job has an ``owner`` and a ``lease_expires_at``; no other
       job has either;
     * a final job (succeeded, failed, cancelled) has ``finished_at``; no other has;
-    * only a ``RUNNING`` job can have ``cancel_requested``.
+    * a ``PENDING`` job never has ``cancel_requested`` (a running job keeps it
+      into its final state, where it records that a cancel was asked for).
     """
 
     #: Unique id, chosen by the submitter (see :func:`new_job_id`).
@@ -193,7 +194,8 @@ class Job:
     finished_at: float | None = None
     #: OpenTelemetry propagation carrier (str to str), or None.
     trace_context: Mapping[str, str] | None = field(default=None, hash=False)
-    #: A cancellation was asked for while the job was running; its owner should stop.
+    #: A cancellation was asked for while the job was running: its owner should
+    #: stop it.  Kept on the final record (a job that completed anyway says so).
     cancel_requested: bool = False
 
     def __post_init__(self) -> None:
@@ -245,8 +247,8 @@ class Job:
             raise ValueError(f"{where}: owner and lease_expires_at are set exactly when running")
         if (state in FINAL_STATES) != (self.finished_at is not None):
             raise ValueError(f"{where}: finished_at is set exactly when the job is final")
-        if self.cancel_requested and not running:
-            raise ValueError(f"{where}: cancel_requested is only for a running job")
+        if self.cancel_requested and state is JobState.PENDING:
+            raise ValueError(f"{where}: cancel_requested is never set on a pending job")
 
     @property
     def is_final(self) -> bool:

@@ -38,10 +38,11 @@ apart.
   listener then calls every subscriber as if one had arrived.
 * **Schema** lives in its own PostgreSQL schema (``taskrunner`` by default),
   versioned by the table ``schema_version`` and built by the ordered
-  :data:`MIGRATIONS`.  :func:`migrate` applies them in one transaction under an
-  advisory lock, so processes migrating at once are serialised and the later
-  ones find the work done; a database migrated by a newer taskrunner is
-  refused.  Stores migrate on open unless told not to (``migrate=False``, for
+  :data:`MIGRATIONS` (in :mod:`~taskrunner.jobs.postgres_schema`).
+  :func:`migrate` applies them in one transaction under an advisory lock,
+  so processes migrating at once are serialised and the later ones find
+  the work done; a database migrated by a newer taskrunner is refused.
+  Stores migrate on open unless told not to (``migrate=False``, for
   deployments whose workers may not run DDL: run ``taskrunner db migrate``).
 * **Durability** is the server's: a commit returns once PostgreSQL says it is
   durable (with its default ``synchronous_commit = on``).
@@ -78,21 +79,17 @@ module without it raises an ``ImportError`` that says so.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar
 
 try:
     import psycopg
     import psycopg_pool
     from psycopg import errors as pg_errors
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
         "the PostgreSQL job store needs psycopg 3 and psycopg-pool: "
@@ -108,6 +105,21 @@ from taskrunner.jobs.errors import (
     UnknownJobError,
 )
 from taskrunner.jobs.model import JOB_FIELDS, Job, check_name, check_time
+from taskrunner.jobs.postgres_schema import (
+    DEFAULT_SCHEMA,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    _apply_migrations,
+    _check_dsn,
+    _check_schema,
+    _describe,
+    _newer_message,
+    _read_version,
+    _timeout,
+    migrate,
+    schema_version,
+)
 from taskrunner.jobs.sqlite_store import _decode_trace, _repaired
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import (
@@ -125,6 +137,7 @@ from taskrunner.jobs.store import (
     after_renew,
     after_retry,
     check_attempt,
+    check_attempts,
     check_completions,
     check_filters,
     check_job_id,
@@ -136,9 +149,11 @@ from taskrunner.jobs.store import (
     check_owner,
     check_result,
     check_text,
+    check_types,
     claim_order_key,
     decode_cursor,
     encode_cursor,
+    on_attempt,
 )
 
 __all__ = [
@@ -156,84 +171,12 @@ log = logging.getLogger("taskrunner.jobs.postgres")
 T = TypeVar("T")
 _Conn: TypeAlias = "psycopg.Connection[tuple[Any, ...]]"
 
-#: The PostgreSQL schema that holds the tables unless the caller names another.
-DEFAULT_SCHEMA: Final = "taskrunner"
-
 #: A subscriber: called with the earliest due time (epoch seconds) among the
 #: jobs a notifying transaction made pending, or ``None`` when that is not
 #: known (the listener reconnected and may have missed notifications).
 Subscriber = Callable[[float | None], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One schema step: run ``statements`` in order to go from ``version - 1`` to ``version``.
-
-    ``{schema}`` in a statement is replaced by the quoted schema name.
-    """
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
-
-#: The schema history.  Append only: a released migration is never edited.
-MIGRATIONS: Final[tuple[Migration, ...]] = (
-    Migration(
-        1,
-        "the jobs table, its indexes and constraints",
-        (
-            # Ids, names and keys compare by code point (COLLATE "C"), as the
-            # contract orders them; times are float8, exactly the callers' floats.
-            """
-            CREATE TABLE {schema}.jobs (
-                id               text COLLATE "C" PRIMARY KEY,
-                type             text COLLATE "C" NOT NULL,
-                args             bytea NOT NULL,
-                state            text NOT NULL CHECK (
-                    state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
-                priority         integer NOT NULL,
-                attempt          bigint NOT NULL,
-                max_attempts     bigint NOT NULL,
-                created_at       double precision NOT NULL,
-                updated_at       double precision NOT NULL,
-                run_at           double precision NOT NULL,
-                timeout          double precision,
-                idempotency_key  text COLLATE "C",
-                owner            text COLLATE "C",
-                lease_expires_at double precision,
-                result           bytea,
-                last_error       text,
-                error_traceback  text,
-                finished_at      double precision,
-                trace_context    text,
-                cancel_requested boolean NOT NULL DEFAULT false
-            )
-            """,
-            # Listing, unfiltered and by state, in (created_at, id) order.
-            "CREATE INDEX jobs_by_created ON {schema}.jobs (created_at, id)",
-            "CREATE INDEX jobs_by_state ON {schema}.jobs (state, created_at, id)",
-            # Claiming: pending jobs in claim order.
-            "CREATE INDEX jobs_claim_order ON {schema}.jobs"
-            " (priority DESC, run_at, created_at, id) WHERE state = 'pending'",
-            # next_due: pending jobs by due time.
-            "CREATE INDEX jobs_next_due ON {schema}.jobs (run_at) WHERE state = 'pending'",
-            # Recovery: running jobs by lease deadline.
-            "CREATE INDEX jobs_leases ON {schema}.jobs (lease_expires_at) WHERE state = 'running'",
-            # Purging finished jobs.
-            "CREATE INDEX jobs_finished ON {schema}.jobs (finished_at)"
-            " WHERE finished_at IS NOT NULL",
-            # An idempotency key is held by at most one unfinished job.
-            "CREATE UNIQUE INDEX jobs_idempotency_key ON {schema}.jobs (idempotency_key)"
-            " WHERE idempotency_key IS NOT NULL AND state IN ('pending', 'running')",
-        ),
-    ),
-)
-
-#: The schema version this code writes (the last migration's).
-SCHEMA_VERSION: Final = MIGRATIONS[-1].version
-
-_SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 _MAX_BIGINT: Final = 2**63 - 1
 _COLUMNS: Final = ", ".join(JOB_FIELDS)
 # The columns a rule of taskrunner.jobs.store may change; the rest are fixed at insert
@@ -253,37 +196,6 @@ _MUTABLE: Final = (
 )
 _FIXED: Final = tuple(name for name in JOB_FIELDS if name not in _MUTABLE)
 _RETRIES: Final = 5  # serialization failures and deadlocks are retried this many times
-
-
-def _check_schema(schema: object) -> str:
-    if not isinstance(schema, str):
-        raise TypeError(f"schema must be a str, got {type(schema).__name__}")
-    if not _SCHEMA_NAME.fullmatch(schema):
-        raise ValueError(
-            f"schema must be 1-48 letters, digits or underscores, not starting with a digit,"
-            f" got {schema!r}"
-        )
-    return schema
-
-
-def _check_dsn(dsn: object) -> str:
-    if not isinstance(dsn, str):
-        raise TypeError(f"dsn must be a str (a libpq connection string), got {type(dsn).__name__}")
-    try:
-        conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise ValueError(f"dsn is not a valid connection string: {exc}") from None
-    return dsn
-
-
-def _describe(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "<invalid dsn>"
-    params.pop("password", None)
-    return make_conninfo("", **{k: v for k, v in params.items() if v is not None}) or "<default>"
 
 
 def _check_pg_name(name: str, value: str) -> str:
@@ -309,12 +221,6 @@ def _check_storable(job: Job) -> Job:
     if job.max_attempts > _MAX_BIGINT:
         raise ValueError(f"Job.max_attempts must be <= {_MAX_BIGINT}, got {job.max_attempts}")
     return job
-
-
-def _advisory_key(schema: str) -> int:
-    """The advisory lock taken while migrating ``schema`` (the same in every process)."""
-    digest = hashlib.blake2b(f"taskrunner.migrate:{schema}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 # ---------------------------------------------------------------- rows <-> jobs
@@ -373,6 +279,10 @@ class _Sql:
             f"{self.select} WHERE state = 'pending' AND run_at <= %s"
             " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
         )
+        self.claim_due_of_type = (
+            f"{self.select} WHERE state = 'pending' AND type = %s AND run_at <= %s"
+            " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
+        )
         self.held = (
             f"{self.select} WHERE id = ANY(%s) AND state = 'running' AND owner = %s"
             " ORDER BY id FOR UPDATE"
@@ -386,113 +296,6 @@ class _Sql:
             " AND state IN ('pending', 'running')"
         )
         self.notify = "SELECT pg_notify(%s, %s)"
-
-
-def _quoted_schema(schema: str) -> str:
-    return f'"{_check_schema(schema)}"'
-
-
-def _read_version(conn: _Conn, schema: str) -> int:
-    """The schema's version (0 when it has no version table), read without locks."""
-    found = conn.execute(
-        "SELECT to_regclass(%s)", (f"{_quoted_schema(schema)}.schema_version",)
-    ).fetchone()
-    if found is None or found[0] is None:
-        return 0
-    row = conn.execute(
-        f"SELECT coalesce(max(version), 0) FROM {_quoted_schema(schema)}.schema_version"
-    ).fetchone()
-    return int(row[0]) if row is not None else 0
-
-
-def _newer_message(schema: str, version: int) -> str:
-    return (
-        f"schema {schema!r} has version {version}, newer than this taskrunner supports "
-        f"({SCHEMA_VERSION})"
-    )
-
-
-def _apply_migrations(
-    conn: _Conn,
-    schema: str,
-    injector: Callable[[], None] | None = None,
-    migrations: Sequence[Migration] | None = None,
-) -> int:
-    """Bring ``schema`` up to date in one transaction; returns its version.  Autocommit ``conn``."""
-    steps = MIGRATIONS if migrations is None else tuple(migrations)
-    target = steps[-1].version if steps else 0
-    quoted = _quoted_schema(schema)
-    current = _read_version(conn, schema)
-    if current > target:
-        raise StoreError(_newer_message(schema, current))
-    if current == target:
-        return current  # the usual case: nothing to lock, no DDL rights needed
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_advisory_key(schema),))
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {quoted}.schema_version ("
-            " version integer PRIMARY KEY,"
-            " description text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        current = _read_version(conn, schema)  # again, under the lock
-        if current > target:
-            raise StoreError(_newer_message(schema, current))
-        for migration in steps:
-            if migration.version <= current:
-                continue
-            for statement in migration.statements:
-                if injector is not None:
-                    injector()
-                conn.execute(statement.replace("{schema}", quoted))
-            conn.execute(
-                f"INSERT INTO {quoted}.schema_version (version, description) VALUES (%s, %s)",
-                (migration.version, migration.description),
-            )
-            current = migration.version
-        if injector is not None:
-            injector()
-    return current
-
-
-def migrate(dsn: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float = 10.0) -> int:
-    """Create or upgrade the job tables in ``schema`` at ``dsn``; returns the schema version.
-
-    Idempotent, and safe to run from several processes at once (an advisory
-    lock serialises them).  Raises :class:`StoreError` if the database cannot
-    be reached or was migrated by a newer taskrunner.  This is what
-    ``taskrunner db migrate --dsn DSN`` runs.
-    """
-    dsn = _check_dsn(dsn)
-    schema = _check_schema(schema)
-    try:
-        with psycopg.connect(
-            dsn, autocommit=True, connect_timeout=_timeout(connect_timeout)
-        ) as conn:
-            return _apply_migrations(conn, schema)
-    except psycopg.Error as exc:
-        raise StoreError(
-            f"cannot migrate {_describe(dsn)} (schema {schema!r}): {exc}", exc
-        ) from exc
-
-
-def schema_version(dsn: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float = 10.0) -> int:
-    """The version of ``schema`` in the database at ``dsn`` (0 if it was never migrated)."""
-    dsn = _check_dsn(dsn)
-    schema = _check_schema(schema)
-    try:
-        with psycopg.connect(
-            dsn, autocommit=True, connect_timeout=_timeout(connect_timeout)
-        ) as conn:
-            return _read_version(conn, schema)
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot read the schema version of {_describe(dsn)}: {exc}", exc) from exc
-
-
-def _timeout(seconds: float) -> int:
-    """libpq's connect_timeout: whole seconds, at least 2 (it treats 1 as 2 anyway)."""
-    return max(2, math.ceil(seconds))
 
 
 def _check_seconds(name: str, value: object) -> float:
@@ -968,14 +771,40 @@ class PostgresJobStore:
         count: int = self._read("count_jobs", lambda tx: tx.rows(sql, params)[0][0])
         return count
 
-    def claim_due(self, owner: str, now: float, *, limit: int, lease_seconds: float) -> list[Job]:
+    def claim_due(
+        self,
+        owner: str,
+        now: float,
+        *,
+        limit: int,
+        lease_seconds: float,
+        types: Iterable[str] | None = None,
+    ) -> list[Job]:
         _check_pg_name("owner", check_owner(owner))
         now = check_now(now)
         limit = check_limit(limit)
         lease = check_lease(lease_seconds)
+        wanted = check_types(types)
+        if wanted is not None:
+            for name in wanted:
+                _check_pg_name("types item", name)
+            if not wanted:
+                self._check_open()
+                return []
 
         def claim(tx: _Tx) -> list[Job]:
-            due = sorted(tx.jobs(self._sql.claim_due, (now, limit)), key=claim_order_key)
+            if wanted is None:
+                rows = tx.jobs(self._sql.claim_due, (now, limit))
+            else:
+                # One ordered range of jobs_claim_by_type per type (no sort of every
+                # pending job), merged into the claim order.  Rows locked here but
+                # not taken are released at commit (others skip them meanwhile).
+                rows = [
+                    job
+                    for name in sorted(wanted)
+                    for job in tx.jobs(self._sql.claim_due_of_type, (name, now, limit))
+                ]
+            due = sorted(rows, key=claim_order_key)[:limit]
             changes = [(job, after_claim(job, owner, now, lease)) for job in due]
             tx.update_many(changes)
             return [new for _, new in changes]
@@ -999,18 +828,25 @@ class PostgresJobStore:
         return self._transaction("claim", claim)
 
     def renew_leases(
-        self, owner: str, job_ids: Iterable[str], now: float, *, lease_seconds: float
+        self,
+        owner: str,
+        job_ids: Iterable[str],
+        now: float,
+        *,
+        lease_seconds: float,
+        attempts: Mapping[str, int] | None = None,
     ) -> LeaseRenewal:
         _check_pg_name("owner", check_owner(owner))
         ids = list(dict.fromkeys(_check_pg_name("job_id", check_job_id(i)) for i in job_ids))
         now = check_now(now)
         lease = check_lease(lease_seconds)
+        on = check_attempts(attempts)
         if not ids:
             self._check_open()
             return LeaseRenewal(frozenset(), frozenset())
 
         def renew(tx: _Tx) -> LeaseRenewal:
-            held = tx.jobs(self._sql.held, (ids, owner))
+            held = on_attempt(tx.jobs(self._sql.held, (ids, owner)), on)
             tx.update_many([(job, after_renew(job, now, lease)) for job in held])
             return LeaseRenewal(
                 frozenset(job.id for job in held),

@@ -46,6 +46,13 @@ The guarantees every store gives:
   with :meth:`~JobStore.fail_corrupt`); :class:`StoreError` when the storage
   failed (worth a retry); :class:`taskrunner.errors.ClosedError` after
   :meth:`~JobStore.close`.
+* **Cancelling a running job** is a request: :meth:`~JobStore.cancel` sets
+  ``cancel_requested`` and the owner decides how the attempt ends.  A
+  completed attempt makes the job ``SUCCEEDED`` (the work was done); a failed
+  one, or one the owner stops, makes it ``CANCELLED`` (never retried), as does
+  recovering it after its owner died.  The request stays on the record either
+  way: ``cancel_requested`` is kept through the final state, and cleared only
+  when a manual :meth:`~JobStore.retry` starts the job over.
 * **Thread-safety.**  Every method may be called from any thread.
 
 The functions after the protocol compute what one operation does to one job.
@@ -56,7 +63,7 @@ choose the jobs (in SQL, or in memory) and to write the results atomically.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
@@ -185,13 +192,25 @@ class JobStore(Protocol):
         """How many jobs match the filters (as for :meth:`list_jobs`)."""
         ...
 
-    def claim_due(self, owner: str, now: float, *, limit: int, lease_seconds: float) -> list[Job]:
+    def claim_due(
+        self,
+        owner: str,
+        now: float,
+        *,
+        limit: int,
+        lease_seconds: float,
+        types: Iterable[str] | None = None,
+    ) -> list[Job]:
         """Claim up to ``limit`` due jobs for ``owner``, atomically; returns them in claim order.
 
         Due jobs are ``PENDING`` with ``run_at <= now``, taken by priority
         (highest first), then ``run_at``, ``created_at`` and id.  Each becomes
         ``RUNNING`` with ``owner``, ``lease_expires_at = now + lease_seconds``
-        and ``attempt + 1``.  No job is ever returned to two claimers.
+        and ``attempt + 1``.  No job is ever returned to two claimers.  With
+        ``types``, only jobs of those types are claimed (an empty collection
+        claims nothing): a worker takes only what it has handlers for, and a
+        job whose type no worker handles stays pending.  The stores answer it
+        from an index on ``(type, claim order)`` of pending jobs.
         """
         ...
 
@@ -203,11 +222,20 @@ class JobStore(Protocol):
         ...
 
     def renew_leases(
-        self, owner: str, job_ids: Iterable[str], now: float, *, lease_seconds: float
+        self,
+        owner: str,
+        job_ids: Iterable[str],
+        now: float,
+        *,
+        lease_seconds: float,
+        attempts: Mapping[str, int] | None = None,
     ) -> LeaseRenewal:
         """Extend to ``now + lease_seconds`` the leases ``owner`` still holds among ``job_ids``.
 
-        Unknown ids and jobs no longer held are simply not in ``held``.
+        Unknown ids and jobs no longer held are simply not in ``held``.  With
+        ``attempts`` (job id -> attempt), a job is held only on that attempt:
+        the fencing token that tells an owner's stale attempt of a job from its
+        current one (a job reclaimed by the same owner after its lease ran out).
         """
         ...
 
@@ -222,6 +250,8 @@ class JobStore(Protocol):
     ) -> Job:
         """``RUNNING -> SUCCEEDED`` with ``result``, by the owner holding the job.
 
+        A requested cancellation does not stop this (the work was done); the
+        request stays on the record (``cancel_requested``).
         :class:`LeaseLostError` unless the job is running and held by
         ``owner`` (and, when ``attempt`` is given, is on that attempt: a
         fencing token against a stale run by the same owner).
@@ -241,10 +271,10 @@ class JobStore(Protocol):
     ) -> Job:
         """Record a failed attempt, by the owner holding the job.
 
-        With ``retry_at``, if an attempt is left and no cancellation was
-        requested, the job goes back to ``PENDING`` due at ``retry_at``;
-        otherwise it becomes ``FAILED``.  ``error`` and ``traceback`` are
-        stored either way.  Ownership is checked as for :meth:`complete`.
+        If its cancellation was requested, the job becomes ``CANCELLED``.
+        Otherwise, with ``retry_at`` and an attempt left, it goes back to
+        ``PENDING`` due at ``retry_at``; else it becomes ``FAILED``.  ``error``
+        and ``traceback`` are stored in every case.  Ownership is checked as for :meth:`complete`.
         """
         ...
 
@@ -271,9 +301,10 @@ class JobStore(Protocol):
 
         ``PENDING`` becomes ``CANCELLED`` at once.  A ``RUNNING`` job gets
         ``cancel_requested`` (its owner sees it through
-        :meth:`renew_leases` or :meth:`get`, stops, and calls
-        :meth:`mark_cancelled`).  A final job is returned unchanged: cancelling
-        is idempotent, and the caller reads the outcome from the state.
+        :meth:`renew_leases` or :meth:`get` and asks the handler to stop; the
+        attempt's end decides the state, see the module docstring).  A final
+        job is returned unchanged: cancelling is idempotent, and the caller
+        reads the outcome from the state.
         """
         ...
 
@@ -433,6 +464,12 @@ def check_filters(
     return state_set, type_set, since_f
 
 
+def check_types(types: object) -> frozenset[str] | None:
+    """Normalise ``claim_due``'s ``types`` (``None``: every type)."""
+    _, type_set, _ = check_filters(None, types, None)  # type: ignore[arg-type]
+    return type_set
+
+
 def encode_cursor(job: Job) -> str:
     """The cursor that resumes a listing after ``job`` (opaque to callers)."""
     return f"{job.created_at!r}:{job.id}"
@@ -485,6 +522,28 @@ def is_due(job: Job, now: float) -> bool:
     return job.state is JobState.PENDING and job.run_at <= now
 
 
+def check_attempts(attempts: object) -> dict[str, int] | None:
+    """Validate ``renew_leases``'s ``attempts``: a mapping of job id to attempt (or None)."""
+    if attempts is None:
+        return None
+    if not isinstance(attempts, Mapping):
+        raise TypeError(f"attempts must be a mapping of job id to attempt, not {attempts!r}")
+    checked: dict[str, int] = {}
+    for job_id, attempt in attempts.items():
+        number = check_attempt(attempt)
+        if number is None:
+            raise TypeError(f"attempts[{job_id!r}] must be an int, not None")
+        checked[check_job_id(job_id)] = number
+    return checked
+
+
+def on_attempt(jobs: Iterable[Job], attempts: Mapping[str, int] | None) -> list[Job]:
+    """The jobs among ``jobs`` that are on the attempt ``attempts`` names (all if None)."""
+    if attempts is None:
+        return list(jobs)
+    return [job for job in jobs if attempts.get(job.id, job.attempt) == job.attempt]
+
+
 def check_holder(job: Job, owner: str, attempt: int | None) -> None:
     """Raise :class:`LeaseLostError` unless ``owner`` holds the running ``job`` (on ``attempt``)."""
     if job.state is not JobState.RUNNING or job.owner != owner:
@@ -509,7 +568,9 @@ def _to(job: Job, state: JobState, now: float, **changes: object) -> Job:
         "finished_at": now if final else None,
         "owner": job.owner if running else None,
         "lease_expires_at": job.lease_expires_at if running else None,
-        "cancel_requested": job.cancel_requested if running else False,
+        # A cancel request stays on the record through the final state (see the
+        # module docstring); a job going back to PENDING starts without one.
+        "cancel_requested": job.cancel_requested if running or final else False,
     }
     defaults.update(changes)
     return dataclasses.replace(job, **defaults)  # type: ignore[arg-type]
@@ -584,7 +645,9 @@ def after_fail(
     attempt: int | None,
 ) -> Job:
     check_holder(job, owner, attempt)
-    if retry_at is not None and job.attempt < job.max_attempts and not job.cancel_requested:
+    if job.cancel_requested:  # the attempt stopped (by an error) after the request
+        return _to(job, JobState.CANCELLED, now, last_error=error, error_traceback=traceback)
+    if retry_at is not None and job.attempt < job.max_attempts:
         return _to(
             job,
             JobState.PENDING,

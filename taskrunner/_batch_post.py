@@ -1,0 +1,118 @@
+"""Batch posting: many tasks of one callable, queued with one C call per chunk.
+
+``ThreadPool.post_tasks(fn, arg_tuples)`` is ``[pool.post_task(fn, *a) for a in
+arg_tuples]`` with the per-task costs that do not need to be per task taken
+out: the arguments are checked once, the pending-task dict is updated once
+per chunk, and the tokens reach the C heap through ``tr_heap_push_many`` (one
+call, one lock round, for up to ``CHUNK`` tasks) instead of one call each.
+
+Contract (the same as ``post_task`` for each task): every task gets its own
+handle, its own copy of the caller's context, and the claim rule of
+taskrunner.task; the tasks of one call are queued in order, so at one
+priority they start in that order.  Input is checked before anything is
+posted: an item that is not a tuple of arguments raises TypeError naming its
+index and nothing is posted.  If the pool shuts down during the call, the
+chunk that met the closed queue and those after it are not posted and
+RunnerClosedError is raised; the chunks queued before are the shutdown's like
+any other posted task (their handles end SUCCEEDED or DROPPED).
+
+Tasks with a category or ``may_block`` go through ``post_task`` one by one
+(their gates and the blocking group decide per task).  Thread-safety: any
+thread may call it, concurrently with every other post and with shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextvars import copy_context
+from typing import TYPE_CHECKING, Any
+
+from taskrunner._native import CLOSED, OK, check, ffi, lib
+from taskrunner.errors import RunnerClosedError
+from taskrunner.rejections import report_refused
+from taskrunner.runner import _argument_tuples
+from taskrunner.task import Task
+from taskrunner.traits import DEFAULT_TRAITS, TaskTraits
+
+if TYPE_CHECKING:
+    from taskrunner.pool import ThreadPool
+
+#: Tasks queued per C call.
+CHUNK = 1024
+
+_push_many = lib.tr_heap_push_many
+
+
+def post_tasks(
+    pool: ThreadPool,
+    fn: Callable[..., Any],
+    arg_tuples: Iterable[tuple[Any, ...]],
+    traits: TaskTraits,
+    name: str | None,
+    next_token: Callable[[], int],
+    now_ns: Callable[[], int],
+) -> list[Task]:
+    """See the module docstring; ``pool.post_tasks`` is the public entry."""
+    if pool.is_closed:
+        if pool._on_rejected is not None and callable(fn):
+            _report_refused(pool, fn, _argument_tuples(arg_tuples), traits, name)
+        raise RunnerClosedError(f"{pool.name}: post_tasks after shutdown")
+    if not callable(fn):
+        raise TypeError(f"task must be callable, not {type(fn).__name__}")
+    if traits is not DEFAULT_TRAITS and type(traits) is not TaskTraits:
+        raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
+    items = _argument_tuples(arg_tuples)
+    if traits.category is not None or traits.may_block:
+        return [pool.post_task(fn, *args, traits=traits, name=name) for args in items]
+    heap = pool._cpu_h
+    live = pool._live
+    priority = int(traits.priority)
+    metrics = pool._metrics
+    count_post = (
+        None if metrics is None else pool._post_counter(pool.name, priority, traits.category)
+    )
+    handles: list[Task] = []
+    tokens_c = ffi.new("uint64_t[]", CHUNK)
+    prios_c = ffi.new("int32_t[]", [priority] * CHUNK)
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start : start + CHUNK]
+        tasks = [Task(next_token(), fn, args, copy_context(), traits, name, pool) for args in chunk]
+        if count_post is not None:
+            ready = now_ns()
+            for task in tasks:
+                task.ready_ns = ready
+                count_post()
+        live.update({task.token: task for task in tasks})
+        for i, task in enumerate(tasks):
+            tokens_c[i] = task.token
+        status = _push_many(heap, tokens_c, prios_c, len(tasks))
+        if status != OK:
+            for task in tasks:
+                if live.pop(task.token, None) is task:
+                    pool._drop_claimed(task, count=False)
+                # else: shutdown's dropping step claimed it first (and counted it).
+            if status == CLOSED:
+                if pool._on_rejected is not None:  # the chunks never tried
+                    later = items[start + len(chunk) :]
+                    _report_refused(pool, fn, later, traits, name)
+                raise RunnerClosedError(
+                    f"{pool.name}: post_tasks met a shutdown after {len(handles)} of "
+                    f"{len(items)} tasks were queued"
+                )
+            check(status, f"{pool.name}: post_tasks")
+        handles.extend(tasks)
+    return handles
+
+
+def _report_refused(
+    pool: ThreadPool,
+    fn: Callable[..., Any],
+    items: list[tuple[Any, ...]],
+    traits: TaskTraits,
+    name: str | None,
+) -> None:
+    """Tell the pool's ``on_rejected`` of each refused item (see taskrunner.rejections)."""
+    callback = pool._on_rejected
+    if callback is not None:
+        for args in items:
+            report_refused(callback, fn, args, traits, name, pool)

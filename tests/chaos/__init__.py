@@ -1,0 +1,1 @@
+"""The fault harness: see run.py (``make chaos``)."""
