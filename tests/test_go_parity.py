@@ -590,3 +590,12 @@ def test_flush_async_on_the_asyncio_runner() -> None:
         return order
 
     assert asyncio.run(main()) == ["task", "barrier"]
+
+
+def test_pool_on_rejected_hears_post_tasks_after_shutdown() -> None:
+    rejected = Rejections()
+    pool = ThreadPool(1, name="rej-batch", on_rejected=rejected)
+    pool.shutdown(timeout=WAIT)
+    with pytest.raises(RunnerClosedError):
+        pool.post_tasks(print, [(1,), (2,)], name="batch")
+    assert rejected.seen == [("batch", RejectReason.CLOSED, TaskState.DROPPED)] * 2
