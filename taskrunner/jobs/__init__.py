@@ -31,6 +31,7 @@ from taskrunner.jobs.errors import (
     JobTimeout,
     LeaseLostError,
     StoreError,
+    SubmitTimeoutError,
     UnknownJobError,
     UnknownJobTypeError,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "SerializationError",
     "Serializer",
     "StoreError",
+    "SubmitTimeoutError",
     "UnknownJobError",
     "UnknownJobTypeError",
     "can_transition",

@@ -129,6 +129,11 @@ class StoreError(JobError):
         super().__init__(message)
 
 
+class SubmitTimeoutError(JobError, TimeoutError):
+    """``submit(..., store_timeout=...)`` gave up: the job was not stored in
+    time (the store write was still waiting or retrying), and nothing was stored."""
+
+
 class CorruptJobError(JobError):
     """A stored job row cannot be decoded (a bad state name, bad JSON, a wrong type...).
 
