@@ -21,6 +21,7 @@ from taskrunner.errors import ClosedError
 from taskrunner.jobs.errors import (
     DuplicateJobError,
     JobError,
+    JobRunningError,
     StoreError,
     UnknownJobError,
 )
@@ -429,6 +430,38 @@ class MemoryJobStore:
                 del self._jobs[job_id]  # final jobs hold no idempotency key
             self._order = [entry for entry in self._order if entry[1] not in doomed]
             return len(doomed)
+
+    def delete(self, job_id: str) -> Job:
+        check_job_id(job_id)
+        with self._lock:
+            self._check_open()
+            job = self._get(job_id)
+            if job.state is JobState.RUNNING:
+                raise JobRunningError(job_id, "delete")
+            self._inject("delete")
+            del self._jobs[job_id]
+            entry = (job.created_at, job.id)
+            at = bisect.bisect_left(self._order, entry)
+            if at < len(self._order) and self._order[at] == entry:
+                del self._order[at]
+            key = job.idempotency_key
+            if key is not None and self._keys.get(key) == job_id:
+                del self._keys[key]
+            return job
+
+    def clear(self) -> int:
+        with self._lock:
+            self._check_open()
+            for job in self._jobs.values():
+                if job.state is JobState.RUNNING:
+                    raise JobRunningError(job.id, "clear")
+            count = len(self._jobs)
+            if count:
+                self._inject("clear")
+            self._jobs.clear()
+            self._order.clear()
+            self._keys.clear()
+            return count
 
     def close(self) -> None:
         with self._lock:

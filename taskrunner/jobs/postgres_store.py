@@ -101,6 +101,7 @@ from taskrunner.jobs.errors import (
     CorruptJobError,
     DuplicateJobError,
     JobError,
+    JobRunningError,
     StoreError,
     UnknownJobError,
 )
@@ -1040,6 +1041,30 @@ class PostgresJobStore:
             )
 
         return self._transaction("purge", purge)
+
+    def delete(self, job_id: str) -> Job:
+        check_job_id(job_id)
+
+        def delete(tx: _Tx) -> Job:
+            job = tx.get_for_update(job_id)  # a claim of it waits for us, or we for it
+            if job.state is JobState.RUNNING:
+                raise JobRunningError(job_id, "delete")
+            tx.write(f"DELETE FROM {self._sql.jobs} WHERE id = %s", (job_id,))
+            return job
+
+        return self._transaction("delete", delete)
+
+    def clear(self) -> int:
+        def clear(tx: _Tx) -> int:
+            # No claim may start between the check and the delete: hold off
+            # every writer (readers go on) until the transaction ends.
+            tx.write(f"LOCK TABLE {self._sql.jobs} IN SHARE ROW EXCLUSIVE MODE")
+            running = tx.rows(f"SELECT id FROM {self._sql.jobs} WHERE state = 'running' LIMIT 1")
+            if running:
+                raise JobRunningError(running[0][0], "clear")
+            return tx.write(f"DELETE FROM {self._sql.jobs}")
+
+        return self._transaction("clear", clear)
 
     def close(self) -> None:
         """Close the pool and stop the listener.  Idempotent; in-flight calls may fail."""

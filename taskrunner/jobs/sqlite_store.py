@@ -56,6 +56,7 @@ from taskrunner.jobs.errors import (
     CorruptJobError,
     DuplicateJobError,
     JobError,
+    JobRunningError,
     StoreError,
     UnknownJobError,
 )
@@ -909,6 +910,27 @@ class SQLiteJobStore:
             )
 
         return self._transaction("purge", purge)
+
+    def delete(self, job_id: str) -> Job:
+        check_job_id(job_id)
+
+        def delete(tx: _Tx) -> Job:
+            job = tx.get(job_id)
+            if job.state is JobState.RUNNING:
+                raise JobRunningError(job_id, "delete")
+            tx.write("DELETE FROM jobs WHERE id = ?", (job_id,))
+            return job
+
+        return self._transaction("delete", delete)
+
+    def clear(self) -> int:
+        def clear(tx: _Tx) -> int:
+            running = tx.rows("SELECT id FROM jobs WHERE state = 'running' LIMIT 1")
+            if running:
+                raise JobRunningError(running[0][0], "clear")
+            return tx.write("DELETE FROM jobs")
+
+        return self._transaction("clear", clear)
 
     def close(self) -> None:
         with self._lock:
