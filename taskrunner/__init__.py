@@ -10,6 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from taskrunner.clock import MONOTONIC, Clock, MonotonicClock
+from taskrunner.defaults import (
+    DefaultPoolError,
+    create_parallel_runner,
+    create_sequenced_runner,
+    create_single_thread_runner,
+    default_pool,
+    set_default_pool,
+    shutdown_default_pool,
+)
 from taskrunner.errors import (
     ClosedError,
     DuplicateTokenError,
@@ -21,10 +30,17 @@ from taskrunner.errors import (
     TaskRunnerError,
     UnknownTokenError,
 )
+from taskrunner.eventbus import EventBus, EventBusClosedError, Subscription
 from taskrunner.executor import RunnerExecutor
 from taskrunner.pool import ShutdownReport, ThreadPool
+from taskrunner.rejections import RejectReason
 from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
-from taskrunner.runner import TaskRunner, current_task_runner
+from taskrunner.runner import (
+    NO_REPLY,
+    TaskRunner,
+    current_task_runner,
+    current_task_runner_or_none,
+)
 from taskrunner.sequenced import ParallelTaskRunner, SequencedTaskRunner
 from taskrunner.single_thread import QueuePolicy, SingleThreadTaskRunner
 from taskrunner.task import Task, TaskState
@@ -50,11 +66,15 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_TRAITS",
     "MONOTONIC",
+    "NO_REPLY",
     "AsyncioTaskRunner",
     "Clock",
     "ClosedError",
     "DebounceTimer",
+    "DefaultPoolError",
     "DuplicateTokenError",
+    "EventBus",
+    "EventBusClosedError",
     "ExecutorShutdownError",
     "MonotonicClock",
     "NoCurrentTaskRunnerError",
@@ -63,6 +83,7 @@ __all__ = [
     "QueueEmptyError",
     "QueueFullError",
     "QueuePolicy",
+    "RejectReason",
     "RepeatingMode",
     "RepeatingTaskHandle",
     "RepeatingTimer",
@@ -72,6 +93,7 @@ __all__ = [
     "ShutdownBehavior",
     "ShutdownReport",
     "SingleThreadTaskRunner",
+    "Subscription",
     "Task",
     "TaskPriority",
     "TaskRunner",
@@ -80,5 +102,12 @@ __all__ = [
     "TaskTraits",
     "ThreadPool",
     "UnknownTokenError",
+    "create_parallel_runner",
+    "create_sequenced_runner",
+    "create_single_thread_runner",
     "current_task_runner",
+    "current_task_runner_or_none",
+    "default_pool",
+    "set_default_pool",
+    "shutdown_default_pool",
 ]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskrunner._native import CLOSED, OK, check, ffi, lib
 from taskrunner.errors import RunnerClosedError
+from taskrunner.rejections import report_refused
 from taskrunner.runner import _argument_tuples
 from taskrunner.task import Task
 from taskrunner.traits import DEFAULT_TRAITS, TaskTraits
@@ -53,6 +54,8 @@ def post_tasks(
 ) -> list[Task]:
     """See the module docstring; ``pool.post_tasks`` is the public entry."""
     if pool.is_closed:
+        if pool._on_rejected is not None and callable(fn):
+            _report_refused(pool, fn, _argument_tuples(arg_tuples), traits, name)
         raise RunnerClosedError(f"{pool.name}: post_tasks after shutdown")
     if not callable(fn):
         raise TypeError(f"task must be callable, not {type(fn).__name__}")
@@ -89,6 +92,9 @@ def post_tasks(
                     pool._drop_claimed(task, count=False)
                 # else: shutdown's dropping step claimed it first (and counted it).
             if status == CLOSED:
+                if pool._on_rejected is not None:  # the chunks never tried
+                    later = items[start + len(chunk) :]
+                    _report_refused(pool, fn, later, traits, name)
                 raise RunnerClosedError(
                     f"{pool.name}: post_tasks met a shutdown after {len(handles)} of "
                     f"{len(items)} tasks were queued"
@@ -96,3 +102,17 @@ def post_tasks(
             check(status, f"{pool.name}: post_tasks")
         handles.extend(tasks)
     return handles
+
+
+def _report_refused(
+    pool: ThreadPool,
+    fn: Callable[..., Any],
+    items: list[tuple[Any, ...]],
+    traits: TaskTraits,
+    name: str | None,
+) -> None:
+    """Tell the pool's ``on_rejected`` of each refused item (see taskrunner.rejections)."""
+    callback = pool._on_rejected
+    if callback is not None:
+        for args in items:
+            report_refused(callback, fn, args, traits, name, pool)

@@ -31,9 +31,15 @@ class PoolBackedRunner(TaskRunner):
     _name: str
     _traits: TaskTraits
 
-    @property
-    def name(self) -> str:
-        return self._name
+    def _renamed(self) -> None:
+        """Re-register as a metrics gauge source under the new name."""
+        metrics = self._pool.metrics
+        if metrics is not None and not self.is_closed:
+            try:
+                metrics.remove_source(self)
+                metrics.add_source(self._name, self)
+            except Exception:
+                self._pool._metrics_failed()
 
     @property
     def clock(self) -> Clock:

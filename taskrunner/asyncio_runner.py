@@ -175,6 +175,7 @@ class AsyncioTaskRunner(PoolBackedRunner):
                 queued = list(self._queue)
                 self._queue.clear()
                 self._idle.notify_all()
+            self._signal_shutdown()
             for other in queued:
                 if other is not task:
                     self._drop(other)
@@ -265,6 +266,7 @@ class AsyncioTaskRunner(PoolBackedRunner):
         with self._lock:
             self._closed = True
             inside = self._running is not None and self._on_loop_thread()
+        self._signal_shutdown()
         drained = True
         if not cancel_pending and wait and not inside:
             drained = self.wait_idle(timeout)
@@ -296,6 +298,7 @@ class AsyncioTaskRunner(PoolBackedRunner):
         """The pool started shutting down: refuse new tasks (queued ones run)."""
         with self._lock:
             self._closed = True
+        self._signal_shutdown()
 
     def _pool_closed(self) -> None:
         """The pool finished shutting down: drop what is queued here now,
@@ -322,6 +325,7 @@ class AsyncioTaskRunner(PoolBackedRunner):
                 "posted": self._posted,
                 "completed": self._completed,
                 "closed": self._closed,
+                "metadata": self.metadata,
             }
 
     def __repr__(self) -> str:

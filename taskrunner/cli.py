@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = commands.add_parser(
         "jobs",
-        help="inspect and change jobs in a store: list, show, cancel, retry, purge",
+        help="inspect and change jobs in a store: list, show, cancel, retry, purge, delete",
         description="Inspect and change the jobs of a store (running workers see the changes).",
     )
     jobs_commands = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", parser_class=_Parser)
@@ -334,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     p.set_defaults(run=_cmd_purge)
+
+    p = job_parser(
+        "delete",
+        "delete jobs by id, in any state but running",
+        "Deletes the named jobs from the store, whatever their state, except a running job "
+        "(cancel it first).  Exit code 1 if a job is unknown or running (the others are "
+        "still deleted).",
+    )
+    p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    p.set_defaults(run=_cmd_delete)
 
     bench = commands.add_parser(
         "bench",
@@ -781,6 +791,34 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     else:
         print(f"purged {count} finished job(s) older than {_when(cutoff)}")
     return EXIT_OK
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    from taskrunner.jobs import JobRunningError, UnknownJobError
+
+    store = _open_store(args)
+    lines = []
+    failed = False
+    try:
+        for job_id in args.job_ids:
+            try:
+                job = store.delete(job_id)
+            except UnknownJobError:
+                lines.append((job_id, "-", "-", "not deleted: unknown job"))
+                failed = True
+            except JobRunningError:
+                job = store.get(job_id)
+                lines.append((job_id, job.type, job.state.value, "not deleted: it is running"))
+                failed = True
+            else:
+                lines.append((job_id, job.type, job.state.value, "deleted"))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([{"id": i, "state": s, "outcome": o} for i, _, s, o in lines], indent=2))
+    else:
+        print(format_table(["ID", "TYPE", "STATE", "OUTCOME"], lines))
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # ---------------------------------------------------------------- bench

@@ -110,6 +110,7 @@ from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any, TypeVarTuple
 
+from taskrunner import rejections as _rejections
 from taskrunner._batch_post import post_tasks
 from taskrunner._batch_watch import BatchWatch
 from taskrunner._delays import DelayedTasks
@@ -127,6 +128,7 @@ from taskrunner.metrics import (
     RunnerGauges,
     TaskTracer,
 )
+from taskrunner.rejections import PoolRejectionCallback
 from taskrunner.runner import TaskRunner, _set_current
 from taskrunner.task import (
     CANCELLED,
@@ -386,7 +388,8 @@ class ThreadPool(TaskRunner):
     :class:`taskrunner.otel.OtelTracer`) wraps the run of every task.  With
     neither, the pool makes no call to either.  Metrics hooks must return
     quickly and must not call back into the pool; one that raises is logged
-    once and ignored.
+    once and ignored.  ``on_rejected(task, reason)`` hears of every task the
+    pool refuses or drops (see :mod:`taskrunner.rejections`).
     """
 
     def __init__(
@@ -406,6 +409,7 @@ class ThreadPool(TaskRunner):
         lazy_wake: bool | None = None,
         metrics: Metrics | None = None,
         tracer: TaskTracer | None = None,
+        on_rejected: PoolRejectionCallback | None = None,
         start: bool = True,
     ) -> None:
         if workers is None:
@@ -425,6 +429,8 @@ class ThreadPool(TaskRunner):
             raise TypeError(f"metrics must implement Metrics, not {type(metrics).__name__}")
         if tracer is not None and not isinstance(tracer, TaskTracer):
             raise TypeError(f"tracer must implement TaskTracer, not {type(tracer).__name__}")
+        _rejections.check_callback(on_rejected)
+        self._on_rejected = on_rejected  # see taskrunner.rejections
         self._name = name
         self._pool = self  # every runner's _pool owns its tasks (see task.py)
         self._clock: Clock = clock if clock is not None else MONOTONIC
@@ -510,9 +516,16 @@ class ThreadPool(TaskRunner):
 
     # ---- TaskRunner properties -----------------------------------------------
 
-    @property
-    def name(self) -> str:
-        return self._name
+    def _renamed(self) -> None:
+        """Posts, timings and the gauge source are keyed by the new name."""
+        self._posted_default = self._post_counter(self._name, _USER_VISIBLE, None)
+        metrics = self._metrics
+        if metrics is not None and not self._closed:
+            try:
+                metrics.remove_source(self)
+                metrics.add_source(self._name, self)
+            except Exception:
+                self._metrics_failed()
 
     @property
     def is_closed(self) -> bool:
@@ -574,7 +587,7 @@ class ThreadPool(TaskRunner):
     ) -> Task:
         """Queue ``fn(*args)``; returns its handle.  RunnerClosedError after shutdown."""
         if self._closed:
-            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
+            raise self._refused(fn, args, traits, name, "post_task")
         if not callable(fn):
             raise TypeError(f"task must be callable, not {type(fn).__name__}")
         if traits is not DEFAULT_TRAITS and type(traits) is not TaskTraits:
@@ -687,6 +700,17 @@ class ThreadPool(TaskRunner):
         if count:
             with self._stats_lock:
                 self._dropped += 1
+        if self._on_rejected is not None and task.ready_ns != _INTERNAL:
+            reason = _rejections.SHUTDOWN if count else _rejections.CLOSED
+            _rejections.report(self._on_rejected, task, reason)
+
+    def _refused(
+        self, fn: Any, args: tuple[Any, ...], traits: TaskTraits, name: str | None, call: str
+    ) -> RunnerClosedError:
+        """The error for a post after shutdown, reported to ``on_rejected`` first."""
+        if self._on_rejected is not None:
+            _rejections.report_refused(self._on_rejected, fn, args, traits, name, self)
+        return RunnerClosedError(f"{self._name}: {call} after shutdown")
 
     def _note_not_run(self, task: Task, outcome: str) -> None:
         """Report a task that ended without running (cancelled, dropped, rejected)."""
@@ -826,10 +850,7 @@ class ThreadPool(TaskRunner):
         During shutdown's dropping phase a task that is not BLOCK_SHUTDOWN is
         dropped instead of run."""
         if self._dropping and task.traits.shutdown_behavior is not _BLOCK:
-            self._note_not_run(task, M_DROPPED)
-            task._finish(DROPPED)
-            with self._stats_lock:
-                self._dropped += 1
+            self._drop_claimed(task)
             return
         if not self._plain:
             self._run_claimed_observed(task)
@@ -953,7 +974,7 @@ class ThreadPool(TaskRunner):
             return self._post_delayed_ns(fn, delay_ns, *args, traits=traits, name=name)
         # The hot path, inlined: _register + _schedule_delayed without metrics.
         if self._closed:
-            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
+            raise self._refused(fn, args, traits, name, "post_delayed_task")
         if not callable(fn):
             raise TypeError(f"task must be callable, not {type(fn).__name__}")
         if traits is not DEFAULT_TRAITS and type(traits) is not TaskTraits:
@@ -984,7 +1005,7 @@ class ThreadPool(TaskRunner):
         if delay_ns <= 0:
             return self.post_task(fn, *args, traits=traits, name=name)
         if self._closed:
-            raise RunnerClosedError(f"{self._name}: post_delayed_task after shutdown")
+            raise self._refused(fn, args, traits, name, "post_delayed_task")
         deadline = self._deadline_ns(delay_ns)
         task = self._register(fn, args, traits, name, self)
         self._schedule_delayed(task, deadline)
@@ -1077,7 +1098,6 @@ class ThreadPool(TaskRunner):
         acc = self._adopt_thread()
         times: list[int] = []  # acc's buffer for this batch's (runner, priority)
         put = times.append
-        name = self._name
         task: Task | None = None
         try:
             while True:
@@ -1108,7 +1128,7 @@ class ThreadPool(TaskRunner):
                 epoch = epochs[level]
                 hold_until = _now_ns() + _HOLD_NS
                 if acc is not None:
-                    times = acc.buf(name, priority, None)
+                    times = acc.buf(self._name, priority, None)
                     put = times.append
                 for token in tokens:
                     if done and (epochs[level] != epoch or _now_ns() > hold_until):
@@ -1137,6 +1157,8 @@ class ThreadPool(TaskRunner):
                         self._note_not_run(task, M_DROPPED)
                         task._finish(DROPPED)
                         dropped += 1
+                        if self._on_rejected is not None and task.ready_ns != _INTERNAL:
+                            _rejections.report(self._on_rejected, task, _rejections.SHUTDOWN)
                     elif plain:
                         task.state = RUNNING
                         try:
@@ -1247,7 +1269,11 @@ class ThreadPool(TaskRunner):
                     task.name,
                     type(exc).__name__,
                     exc_info=(type(exc), exc, exc.__traceback__),
-                    extra={"task_name": task.name, "runner": task.runner.name},
+                    extra={
+                        "task_name": task.name,
+                        "runner": task.runner.name,
+                        "runner_metadata": task.runner.metadata,
+                    },
                 )
         except BaseException:
             log.exception(
@@ -1276,8 +1302,16 @@ class ThreadPool(TaskRunner):
         """Block until every task posted before this call has finished
         (delayed tasks not yet due excepted).  False if ``timeout`` ran out."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        # The live tasks first, then each worker's current one: a worker sets
-        # ``current`` before it claims a task, so no task falls between.
+        for task in self._earlier_tasks():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not task.wait(remaining):
+                return False
+        return True
+
+    def _earlier_tasks(self) -> list[Task]:
+        """The tasks queued or running now (not delayed ones not yet due).  The
+        live tasks first, then each worker's current one: a worker sets
+        ``current`` before it claims a task, so no task falls between."""
         waiting = [t for t in list(self._live.copy().values()) if not t.delayed]
         for group in (self._cpu, self._blocking):
             with group.lock:
@@ -1286,11 +1320,7 @@ class ThreadPool(TaskRunner):
                 task = worker.current
                 if task is not None:
                     waiting.append(task)
-        for task in waiting:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not task.wait(remaining):
-                return False
-        return True
+        return waiting
 
     # ---- shutdown ----------------------------------------------------------------------
 
@@ -1319,6 +1349,7 @@ class ThreadPool(TaskRunner):
                 self._shutdown_deadline = deadline
                 with self._stats_lock:
                     self._dropped_at_close = self._dropped
+        self._signal_shutdown()
         if not first:
             if not wait:
                 return self._report
@@ -1518,6 +1549,7 @@ class ThreadPool(TaskRunner):
             "workers": len(self._cpu.workers),
             "blocking_workers": len(self._blocking.workers),
             "closed": self._closed,
+            "metadata": self.metadata,
             **self._metrics_stats(),
         }
 

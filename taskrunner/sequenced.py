@@ -197,6 +197,13 @@ class _SlotRunner(PoolBackedRunner):
         with self._lock:
             return self._idle.wait_for(lambda: self._active == 0 and not self._queue, timeout)
 
+    def _earlier_tasks(self) -> list[Task]:
+        """Queued and running tasks (none needed in order, one at a time)."""
+        if self._max == 1:
+            return []
+        with self._lock:
+            return list(self._queue) + list(self._running)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every task posted here before the call has finished."""
         with self._lock:
@@ -227,6 +234,7 @@ class _SlotRunner(PoolBackedRunner):
         waits = wait and current_task_runner_or_none() is not self
         with self._lock:
             self._closed = True
+        self._signal_shutdown()
         drained = timed_out = False
         if not cancel_pending and waits:
             drained = self.wait_idle(timeout)
@@ -267,6 +275,7 @@ class _SlotRunner(PoolBackedRunner):
         """The pool started shutting down: refuse new tasks (queued ones drain)."""
         with self._lock:
             self._closed = True
+        self._signal_shutdown()
 
     def _pool_closed(self) -> tuple[int, int]:
         """The pool's workers are done: run or drop (by shutdown behaviour) any
@@ -331,6 +340,7 @@ class _SlotRunner(PoolBackedRunner):
                 "max_concurrency": self._max,
                 "max_concurrency_seen": self._max_seen,
                 "closed": self._closed,
+                "metadata": self.metadata,
             }
 
 

@@ -96,11 +96,19 @@ _WAIT = QueuePolicy.WAIT
 
 
 class SingleThreadTaskRunner(PoolBackedRunner):
-    """Tasks in order on one dedicated thread, behind a bounded queue."""
+    """Tasks in order on one dedicated thread, behind a bounded queue.
+
+    ``pool`` owns the tasks' handles and the timing wheel that holds delayed
+    ones.  Without a pool the runner is standalone: it makes a private pool
+    whose workers never start (its tasks never need them), so the runner has
+    its own thread and its own timer thread and nothing else; that pool is
+    shut down with the runner (``runner.pool`` is it).  Pass a pool to share
+    its wheel, its clock (mock time) and its metrics.
+    """
 
     def __init__(
         self,
-        pool: ThreadPool,
+        pool: ThreadPool | None = None,
         *,
         capacity: int = 1024,
         policy: QueuePolicy = QueuePolicy.WAIT,
@@ -109,8 +117,8 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> None:
-        if not isinstance(pool, ThreadPool):
-            raise TypeError(f"pool must be a ThreadPool, not {type(pool).__name__}")
+        if pool is not None and not isinstance(pool, ThreadPool):
+            raise TypeError(f"pool must be a ThreadPool or None, not {type(pool).__name__}")
         _check_int("capacity", capacity, 2)
         if capacity & (capacity - 1):
             raise ValueError(f"capacity must be a power of two, got {capacity}")
@@ -121,11 +129,16 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         if type(traits) is not TaskTraits:
             raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
         self._wait_ns = timeout_ns(wait_timeout, "wait_timeout")
-        self._pool = pool
         self._policy = policy
         self._on_rejected = on_rejected
         self._traits = traits
         self._name = name or f"SingleThreadTaskRunner-{id(self):x}"
+        self._owns_pool = pool is None
+        if pool is None:
+            # Standalone: the pool's workers never start; only its timer runs.
+            pool = ThreadPool(1, name=f"{self._name}-pool", start=False)
+            pool._delays.start()
+        self._pool = pool
         out = ffi.new("tr_ring **")
         check(lib.tr_ring_new(capacity, out), "ring")
         self._ring = ffi.gc(out[0], lib.tr_ring_free)
@@ -391,6 +404,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         waits = wait and not own_thread
         with self._lock:
             self._closed = True
+        self._signal_shutdown()
         drained = timed_out = False
         if not cancel_pending and waits:
             drained = self.wait_idle(timeout)
@@ -410,6 +424,9 @@ class SingleThreadTaskRunner(PoolBackedRunner):
                 busy = self._processed != self._pushed
             running = int(busy and self._thread.is_alive())
         self._forget_source()
+        if self._owns_pool:
+            # Its timer thread and pending-task table; nothing of ours is left in it.
+            self._pool.shutdown(wait=waits, timeout=_left(end))
         return ShutdownReport(
             drained=drained and not cancel_pending,
             dropped=dropped,
@@ -436,6 +453,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
     def _pool_closing(self) -> None:
         with self._lock:
             self._closed = True
+        self._signal_shutdown()
 
     def _pool_closed(self) -> tuple[int, int]:
         """The pool finished shutting down: queued tasks follow the pool's
@@ -481,6 +499,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
                 "completed": self._completed,
                 "rejected": self._rejected,
                 "closed": self._closed,
+                "metadata": self.metadata,
             }
 
 

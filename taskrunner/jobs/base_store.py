@@ -163,6 +163,14 @@ class BaseJobStore(ABC):
         """``purge``."""
 
     @abstractmethod
+    def _delete(self, job_id: str) -> Job:
+        """``delete``: atomically, refused with JobRunningError while it runs."""
+
+    @abstractmethod
+    def _clear(self) -> int:
+        """``clear``: atomically, refused with JobRunningError while any job runs."""
+
+    @abstractmethod
     def next_due(self) -> float | None:
         """The earliest ``run_at`` among ``PENDING`` jobs (maybe past), or ``None``."""
 
@@ -422,3 +430,9 @@ class BaseJobStore(ABC):
 
     def purge(self, finished_before: float) -> int:
         return self._purge(check_time("finished_before", finished_before))
+
+    def delete(self, job_id: str) -> Job:
+        return self._delete(self._job_id(job_id))
+
+    def clear(self) -> int:
+        return self._clear()

@@ -129,6 +129,22 @@ class StoreError(JobError):
         super().__init__(message)
 
 
+class SubmitTimeoutError(JobError, TimeoutError):
+    """``submit(..., store_timeout=...)`` gave up: the job was not stored in
+    time (the store write was still waiting or retrying), and nothing was stored."""
+
+
+class JobRunningError(JobError):
+    """A store maintenance call (``delete``, ``clear``) was refused because a
+    job is RUNNING: cancel it, or wait for it to end, first.  ``job_id`` names
+    the running job.  Nothing was deleted."""
+
+    def __init__(self, job_id: str, operation: str) -> None:
+        self.job_id = job_id
+        self.operation = operation
+        super().__init__(f"{operation} refused: job {job_id} is running")
+
+
 class CorruptJobError(JobError):
     """A stored job row cannot be decoded (a bad state name, bad JSON, a wrong type...).
 

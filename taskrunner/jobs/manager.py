@@ -21,6 +21,8 @@ The in-memory tables (handlers, active attempts, futures) are guarded by
 Modules: this one is the public API (handlers, lifecycle, submit, cancel,
 queries); :mod:`~taskrunner.jobs.attempts` claims, runs and finishes attempts;
 :mod:`~taskrunner.jobs.manager_core` is the IO layer and the shared state;
+:mod:`~taskrunner.jobs.registry` holds what may change at run time (handlers,
+the retry policy);
 :mod:`~taskrunner.jobs.handles` holds the value types.
 
 Durability, at-least-once, fencing
@@ -59,7 +61,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -69,8 +71,6 @@ from taskrunner.jobs.attempts import Attempts
 from taskrunner.jobs.context import CancelToken
 from taskrunner.jobs.errors import JobCancelled, UnknownJobTypeError
 from taskrunner.jobs.handles import (
-    Handler,
-    HandlerEntry,
     JobFailedError,
     JobHandle,
     JobSpec,
@@ -81,6 +81,7 @@ from taskrunner.jobs.handles import (
     default_owner,
 )
 from taskrunner.jobs.model import MAX_PRIORITY, MIN_PRIORITY, Job, new_job
+from taskrunner.jobs.registry import Registry
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import BatchCompletion, JobPage, JobStore
@@ -102,7 +103,7 @@ __all__ = [
 log = logging.getLogger("taskrunner.jobs")
 
 
-class JobManager(Attempts):
+class JobManager(Registry, Attempts):
     """Durable jobs: submit, run with retries, cancel, recover.  Thread-safe.
 
     ``store`` is a :class:`JobStore` (``SQLiteJobStore`` is the embedded
@@ -221,52 +222,6 @@ class JobManager(Attempts):
     def pool(self) -> ThreadPool:
         return self._pool
 
-    # ---- handlers ----------------------------------------------------------------------------
-
-    def register(
-        self,
-        job_type: str,
-        fn: Handler,
-        *,
-        may_block: bool = True,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        """Register ``fn(ctx, args)`` for ``job_type``.  ``may_block`` (the
-        default, since jobs usually do I/O) runs it on the pool's blocking
-        group; ``retry`` overrides the manager's policy for this type.
-
-        Thread-safe; a handler registered after :meth:`start` is used from the
-        next claim on.  Raises ``ValueError`` if ``job_type`` already has a
-        handler, and ``RunnerClosedError`` after :meth:`shutdown`."""
-        if not isinstance(job_type, str) or not job_type:
-            raise TypeError("job_type must be a non-empty str")
-        if not callable(fn):
-            raise TypeError(f"handler must be callable, not {type(fn).__name__}")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise TypeError("retry must be a RetryPolicy")
-        with self._lock:
-            if not self._accepting:
-                raise RunnerClosedError(f"JobManager: cannot register {job_type!r} after shutdown")
-            if job_type in self._handlers:
-                raise ValueError(f"a handler for job type {job_type!r} is already registered")
-            self._handlers[job_type] = HandlerEntry(fn, may_block, retry)
-
-    def handler(
-        self, job_type: str, *, may_block: bool = True, retry: RetryPolicy | None = None
-    ) -> Callable[[Handler], Handler]:
-        """Decorator form of :meth:`register`: ``@manager.handler("send_email")``."""
-
-        def decorate(fn: Handler) -> Handler:
-            self.register(job_type, fn, may_block=may_block, retry=retry)
-            return fn
-
-        return decorate
-
-    @property
-    def job_types(self) -> list[str]:
-        with self._lock:
-            return sorted(self._handlers)
-
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> JobManager:
@@ -368,6 +323,7 @@ class JobManager(Attempts):
         idempotency_key: str | None = None,
         cancel_token: CancelToken | None = None,
         deadline: float | None = None,
+        store_timeout: float | None = None,
     ) -> JobHandle:
         """Store a job durably, then schedule it; returns once it is stored.
 
@@ -378,19 +334,35 @@ class JobManager(Attempts):
         storing anything if no handler is registered, :class:`SerializationError`
         if ``args`` cannot be encoded, :class:`DuplicateJobError` if the id or
         the idempotency key is taken, ``ValueError``/``TypeError`` for bad values,
-        and ``RunnerClosedError`` after shutdown."""
+        and ``RunnerClosedError`` after shutdown.
+
+        ``store_timeout`` (seconds, real time) bounds the wait for the durable
+        write: if the job is not stored by then because the write is still
+        queued or waiting to retry a failed attempt, the submit is withdrawn,
+        nothing is stored and :class:`SubmitTimeoutError` is raised.  A write
+        already in progress at that moment is waited for (if it lands, the
+        submit succeeds)."""
+        if store_timeout is not None and (
+            isinstance(store_timeout, bool)
+            or not isinstance(store_timeout, (int, float))
+            or not math.isfinite(store_timeout)
+            or store_timeout <= 0
+        ):
+            raise ValueError(
+                f"store_timeout must be a number of seconds > 0, got {store_timeout!r}"
+            )
         spec = JobSpec(
             job_type, args, job_id, priority, delay, run_at, max_attempts, timeout, idempotency_key
         )
         if self._otel is None:
             job, due_ns = self._build(spec, self._clock.now_ns())
-            self._insert([job])
+            self._insert([job], store_timeout)
         else:
             with self._otel.job_submit_span(
                 job_type, job_id, tracer_provider=self._tracer_provider
             ):
                 job, due_ns = self._build(spec, self._clock.now_ns())
-                self._insert([job])
+                self._insert([job], store_timeout)
         return self._track(job, cancel_token, deadline, due_ns)
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:

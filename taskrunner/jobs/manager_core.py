@@ -21,11 +21,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, TypeVar
 
 from taskrunner.clock import Clock
 from taskrunner.errors import RunnerClosedError
-from taskrunner.jobs.errors import DuplicateJobError, StoreError
+from taskrunner.jobs.errors import DuplicateJobError, StoreError, SubmitTimeoutError
 from taskrunner.jobs.handles import (
     HandlerEntry,
     RunningAttempt,
@@ -57,7 +58,7 @@ class ManagerCore:
     _pool: ThreadPool
     _owner: str
     _serializer: Serializer
-    _retry: RetryPolicy
+    _retry: RetryPolicy  # replaced whole by the retry_policy setter (see registry.py)
     _store_retry: RetryPolicy
     _lease: float
     _poll: float
@@ -72,8 +73,8 @@ class ManagerCore:
     _control: SequencedTaskRunner
     _io_runner: SequencedTaskRunner
     _execution: TaskRunner
-    # _lock guards every field below; _changed is notified when _active shrinks
-    # or a flag changes.
+    # _lock guards every field below; _changed is notified when _active shrinks,
+    # a flag changes, or an insert finished or was put back for a retry.
     _lock: threading.Lock
     _changed: threading.Condition
     _handlers: dict[str, HandlerEntry]
@@ -188,9 +189,16 @@ class ManagerCore:
 
     # ---- group commit of submits --------------------------------------------------------------
 
-    def _insert(self, jobs: list[Job]) -> None:
+    def _insert(self, jobs: list[Job], timeout: float | None = None) -> None:
         """Store ``jobs`` (one transaction), committed together with other
-        submits waiting at the same time (group commit); waits for the ack."""
+        submits waiting at the same time (group commit); waits for the ack.
+
+        With ``timeout`` (seconds): if the jobs are not stored by then and no
+        write of them is in progress (the write is waiting for its turn or for
+        its next retry), they are withdrawn, nothing is stored and
+        :class:`SubmitTimeoutError` is raised.  A write in progress at the
+        deadline is waited for; if it lands, the jobs are stored and this
+        returns normally."""
         future: Future[None] = Future()
         with self._lock:
             self._pending_inserts.append((jobs, future))
@@ -198,7 +206,31 @@ class ManagerCore:
             self._insert_flush_posted = True
         if post:
             self._io(self._flush_inserts, "insert", on_give_up=self._fail_pending_inserts)
+        if timeout is None:
+            future.result()
+            return
+        try:
+            future.result(timeout)
+            return
+        except FutureTimeoutError:
+            pass
+        future.add_done_callback(self._wake_waiters)
+        with self._lock:
+            while not future.done():
+                for i, (_, pending) in enumerate(self._pending_inserts):
+                    if pending is future:  # not being written now: withdraw it
+                        del self._pending_inserts[i]
+                        raise SubmitTimeoutError(
+                            f"the job was not stored within {timeout} s (the store write "
+                            "was still waiting or retrying); nothing was stored"
+                        )
+                self._changed.wait()  # its write is in progress: see how it ends
         future.result()
+
+    def _wake_waiters(self, _: object = None) -> None:
+        """An insert finished or was put back: wake the submits past their deadline."""
+        with self._lock:
+            self._changed.notify_all()
 
     def _fail_pending_inserts(self, exc: BaseException) -> None:
         with self._lock:
@@ -254,6 +286,7 @@ class ManagerCore:
         with self._lock:
             self._pending_inserts[:0] = batch
             self._insert_flush_posted = True
+            self._changed.notify_all()  # a submit past its deadline may withdraw now
 
     # ---- metrics and counters -----------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from taskrunner.jobs.base_store import BaseJobStore, Filters
 from taskrunner.jobs.errors import (
     DuplicateJobError,
     JobError,
+    JobRunningError,
     StoreError,
     UnknownJobError,
 )
@@ -267,6 +268,37 @@ class MemoryJobStore(BaseJobStore):
                 del self._jobs[job_id]  # final jobs hold no idempotency key
             self._order = [entry for entry in self._order if entry[1] not in doomed]
             return len(doomed)
+
+    def _delete(self, job_id: str) -> Job:
+        with self._lock:
+            self._check_open()
+            job = self._get(job_id)
+            if job.state is JobState.RUNNING:
+                raise JobRunningError(job_id, "delete")
+            self._inject("delete")
+            del self._jobs[job_id]
+            entry = (job.created_at, job.id)
+            at = bisect.bisect_left(self._order, entry)
+            if at < len(self._order) and self._order[at] == entry:
+                del self._order[at]
+            key = job.idempotency_key
+            if key is not None and self._keys.get(key) == job_id:
+                del self._keys[key]
+            return job
+
+    def _clear(self) -> int:
+        with self._lock:
+            self._check_open()
+            for job in self._jobs.values():
+                if job.state is JobState.RUNNING:
+                    raise JobRunningError(job.id, "clear")
+            count = len(self._jobs)
+            if count:
+                self._inject("clear")
+            self._jobs.clear()
+            self._order.clear()
+            self._keys.clear()
+            return count
 
     def close(self) -> None:
         with self._lock:

@@ -443,6 +443,10 @@ class PostgresJobStore(SqlJobStore[PgTx]):
                     ) from exc
             raise
 
+    def _lock_all(self, tx: PgTx) -> None:
+        # Writers wait (readers go on) until clear's transaction ends.
+        tx.write(f"LOCK TABLE {self._table} IN SHARE ROW EXCLUSIVE MODE")
+
     def close(self) -> None:
         """Close the pool and stop the listener.  Idempotent; in-flight calls may fail."""
         with self._lock:

@@ -31,7 +31,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from taskrunner.jobs.base_store import BaseJobStore, Filters
-from taskrunner.jobs.errors import CorruptJobError, JobError, StoreError, UnknownJobError
+from taskrunner.jobs.errors import (
+    CorruptJobError,
+    JobError,
+    JobRunningError,
+    StoreError,
+    UnknownJobError,
+)
 from taskrunner.jobs.model import JOB_FIELDS, Job, check_time
 from taskrunner.jobs.rules import (
     after_claim,
@@ -42,6 +48,7 @@ from taskrunner.jobs.rules import (
     on_attempt,
 )
 from taskrunner.jobs.sql_rows import repaired
+from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import LeaseRenewal
 
 __all__ = ["SqlJobStore", "SqlTx"]
@@ -305,6 +312,31 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
                 raise CorruptJobError(str(job_id), str(exc)) from exc
 
         return self._read("next_due", earliest)
+
+    def _delete(self, job_id: str) -> Job:
+        def delete(tx: TxT) -> Job:
+            job = self._locked(tx, job_id)  # a claim of it waits for us, or we for it
+            if job.state is JobState.RUNNING:
+                raise JobRunningError(job_id, "delete")
+            tx.write(f"DELETE FROM {self._table} WHERE id = {self._mark}", (job_id,))
+            return job
+
+        return self._transaction("delete", delete)
+
+    def _clear(self) -> int:
+        def clear(tx: TxT) -> int:
+            self._lock_all(tx)
+            running = tx.rows(f"SELECT id FROM {self._table} WHERE state = 'running' LIMIT 1")
+            if running:
+                raise JobRunningError(running[0][0], "clear")
+            return tx.write(f"DELETE FROM {self._table}")
+
+        return self._transaction("clear", clear)
+
+    def _lock_all(self, tx: TxT) -> None:
+        """Hold off every other writer until ``tx`` ends, so that no claim starts
+        between ``clear``'s check and its delete.  SQLite's write transaction
+        (``BEGIN IMMEDIATE``) already does; PostgreSQL locks the table."""
 
     def _purge(self, finished_before: float) -> int:
         def purge(tx: TxT) -> int:

@@ -348,6 +348,18 @@ class JobStore(Protocol):
         """Delete final jobs with ``finished_at < finished_before``; returns how many."""
         ...
 
+    def delete(self, job_id: str) -> Job:
+        """Delete one job in any state but RUNNING, atomically; returns the record
+        deleted (its idempotency key is free again).  :class:`UnknownJobError`
+        if there is none; :class:`JobRunningError`, deleting nothing, while it
+        runs (cancel it first)."""
+        ...
+
+    def clear(self) -> int:
+        """Delete every job, atomically (for tests and tools); returns how many.
+        :class:`JobRunningError`, deleting nothing, while any job is RUNNING."""
+        ...
+
     def close(self) -> None:
         """Release the store's resources.  Idempotent; other calls then raise ``ClosedError``."""
         ...

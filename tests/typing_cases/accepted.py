@@ -9,7 +9,9 @@ from concurrent.futures import Future
 from typing import assert_type
 
 from taskrunner import (
+    NO_REPLY,
     AsyncioTaskRunner,
+    EventBus,
     RunnerExecutor,
     SequencedTaskRunner,
     SingleThreadTaskRunner,
@@ -50,6 +52,19 @@ def posts(pool: ThreadPool, seq: SequencedTaskRunner, ui: SingleThreadTaskRunner
         seq.post_task_and_reply_with_result(lambda: square(2), takes_int, reply_runner=ui),
         Future[int],
     )
+    assert_type(
+        seq.post_delayed_task_and_reply_with_result(
+            lambda: square(2), takes_int, 0.5, reply_runner=NO_REPLY
+        ),
+        Future[int],
+    )
+    seq.post_delayed_task_and_reply(lambda: None, lambda: None, 1.0, reply_runner=ui)
+
+
+def buses(pool: ThreadPool) -> None:
+    bus: EventBus[int] = EventBus(pool)
+    bus.subscribe(takes_int)
+    assert_type(bus.publish(3), int)
 
 
 def executors(pool: ThreadPool) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import Future
 
-from taskrunner import SequencedTaskRunner, SingleThreadTaskRunner, ThreadPool
+from taskrunner import EventBus, SequencedTaskRunner, SingleThreadTaskRunner, ThreadPool
 
 
 def takes_int(x: int) -> None: ...
@@ -34,7 +34,14 @@ def posts(pool: ThreadPool, seq: SequencedTaskRunner, ui: SingleThreadTaskRunner
     wrong: Future[str] = pool.submit(square, 3)  # E: expected "Callable[[int], str]"
     seq.submit(square, "3")  # E: expected "Callable[[str], int]"
     seq.post_task_and_reply_with_result(lambda: square(2), show)  # E: Cannot infer value
+    seq.post_delayed_task_and_reply_with_result(lambda: square(2), show, 1.0)  # E: Cannot infer
     del wrong
+
+
+def buses(pool: ThreadPool) -> None:
+    bus: EventBus[int] = EventBus(pool)
+    bus.subscribe(show)  # E: Argument 1 to "subscribe" of "EventBus"
+    bus.publish("x")  # E: Argument 1 to "publish" of "EventBus"
 
 
 def executors(pool: ThreadPool) -> None:
