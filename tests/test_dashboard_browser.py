@@ -51,6 +51,7 @@ if _missing:
 from dashboard_fixture import EVIL, Filled, fill_store  # noqa: E402
 from pg_fixture import new_schema, require_dsn  # noqa: E402
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -128,7 +129,11 @@ def site(
 
 
 def wait_for(driver: WebDriver, what: Callable[[WebDriver], Any], message: str) -> Any:
-    return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(what, message)
+    # The live pages replace their elements as they refresh: an element found
+    # a moment before may be gone when read, which only means "look again".
+    return WebDriverWait(
+        driver, WAIT, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(what, message)
 
 
 def text_of(driver: WebDriver, css: str) -> str:
