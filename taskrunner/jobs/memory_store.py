@@ -272,7 +272,7 @@ class MemoryJobStore(BaseJobStore):
     def _delete(self, job_id: str) -> Job:
         with self._lock:
             self._check_open()
-            job = self._get(job_id)
+            job = self._lookup(job_id)
             if job.state is JobState.RUNNING:
                 raise JobRunningError(job_id, "delete")
             self._inject("delete")
