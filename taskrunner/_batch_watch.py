@@ -22,10 +22,14 @@ stay exact.
 
 Synchronisation.  ``_Worker.batch_lock`` makes a steal and the worker's own
 give-back (``tr_heap_unpop`` of the rest) exclusive: whichever comes first sets
-``worker.batch`` to None; the worker gives back only a batch that was not
-stolen, and after a steal it goes on through its batch without giving anything
-back, so no token is ever queued twice at once and none is lost (a push that
-fails because the heap closed leaves the token to the worker's batch).
+``worker.batch`` to None.  The heap holds a token at most once (a second push
+is refused with TR_EXISTS), so a token is at most in the heap and in one
+batch.  When a worker whose batch was re-queued (or whose unpop meets a token
+queued already) has to give its rest back (something more urgent arrived, or
+the hold ran out), it pushes each pending token of the rest, TR_EXISTS meaning
+"queued already", counts the rest as done (it popped them) and leaves them to
+the queue, so preemption still holds.  Only if the heap is closed does it run
+the rest itself, so no task is lost.
 
 Cost.  Nothing per task; per batch of more than one token, two attribute
 stores and one read of ``armed``.  The thread starts at the first such batch

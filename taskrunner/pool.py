@@ -114,7 +114,7 @@ from taskrunner import rejections as _rejections
 from taskrunner._batch_post import post_tasks
 from taskrunner._batch_watch import BatchWatch
 from taskrunner._delays import DelayedTasks
-from taskrunner._native import CLOSED, OK, TIMEOUT, check, ffi, lib, timeout_ns
+from taskrunner._native import CLOSED, EXISTS, OK, TIMEOUT, check, ffi, lib, timeout_ns
 from taskrunner.clock import MONOTONIC, Clock
 from taskrunner.errors import RunnerClosedError
 from taskrunner.metrics import CANCELLED as M_CANCELLED
@@ -1133,18 +1133,25 @@ class ThreadPool(TaskRunner):
                 for token in tokens:
                     if done and (epochs[level] != epoch or _now_ns() > hold_until):
                         # Something more urgent arrived, or this batch has held its
-                        # tasks back long enough: give the rest back to the queue,
-                        # unless the batch watch has queued it again already (then
-                        # go on through it: whoever claims a task first runs it).
+                        # tasks back long enough: give the rest back to the queue.
+                        status = EXISTS
+                        rest = tokens[done:]
                         with worker.batch_lock:
-                            given_back = worker.batch is tokens
-                            if given_back:
+                            if worker.batch is tokens:
                                 worker.batch = None
-                                rest = tokens[done:]
-                                check(_unpop(h, rest, len(rest), priority), "unpop")
-                        if given_back:
+                                status = _unpop(h, rest, len(rest), priority)
+                        if status == OK:
+                            break  # unpop took the rest out of flight
+                        if status != EXISTS:
+                            check(status, "unpop")
+                        # The batch watch re-queued this batch (or one of its tokens
+                        # is queued again already): make sure the rest is queued and
+                        # leave it there, counted as done here (it was popped;
+                        # whoever claims each task first runs it).
+                        if _requeued(h, tokens, done, priority, live_get):
+                            done = len(tokens)
                             break
-                        epoch, hold_until = epochs[level], _FOREVER
+                        epoch, hold_until = epochs[level], _FOREVER  # closed: run it here
                     done += 1
                     task = live_get(token)
                     if task is None:
@@ -1563,6 +1570,22 @@ class ThreadPool(TaskRunner):
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._started else "not started")
         return f"<ThreadPool {self._name!r} {state} workers={self._cpu.minimum}>"
+
+
+def _requeued(
+    h: Any, tokens: list[int], done: int, priority: int, live_get: Callable[[int], Any]
+) -> bool:
+    """After the batch watch re-queued a worker's batch: make sure each pending
+    token of ``tokens[done:]`` is queued (pushed now, or there already).  False
+    if the queue is closed, and the worker must then run the rest itself."""
+    for token in tokens[done:]:
+        if live_get(token) is not None:
+            status = _push(h, token, priority)
+            if status == CLOSED:
+                return False
+            if status != EXISTS:
+                check(status, "re-queue")
+    return True
 
 
 def children_of(pool: ThreadPool) -> list[TaskRunner]:

@@ -134,3 +134,38 @@ def test_the_watch_remembers_tokens_not_tasks() -> None:
     del task
     gc.collect()
     assert gone.is_set(), "the watch keeps the task it saw running"
+
+
+def test_an_urgent_task_still_preempts_a_batch_the_watch_requeued() -> None:
+    """Preemption holds after a steal: the worker leaves the re-queued rest in
+    the queue, so the urgent task runs before it, and each task runs once."""
+    from taskrunner import TaskPriority, TaskTraits
+
+    user_visible = TaskTraits(priority=TaskPriority.USER_VISIBLE)
+    pool = ThreadPool(1, name="preempt-watched", best_effort_limit=0, batch_size=64, start=False)
+    order: list[str] = []
+    first_ran, release_first = threading.Event(), threading.Event()
+
+    def first() -> None:
+        order.append("uv0")
+        first_ran.set()
+        release_first.wait(WAIT)
+
+    pool.post_task(first, traits=user_visible)
+    for i in range(1, 10):
+        pool.post_task(order.append, f"uv{i}", traits=user_visible)
+    pool.start()
+    try:
+        assert first_ran.wait(WAIT)  # the one worker holds uv1..uv9 in its batch
+        deadline = time.monotonic() + WAIT
+        while pool._batch_watch.rescued == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert pool._batch_watch.rescued == 9  # the watch queued them again
+        pool.post_task(order.append, "ub", traits=TaskTraits(priority=TaskPriority.USER_BLOCKING))
+        release_first.set()
+        assert pool.wait_idle(WAIT)
+        assert order == ["uv0", "ub"] + [f"uv{i}" for i in range(1, 10)]
+        assert pool.stats()["completed"] == 11
+    finally:
+        release_first.set()
+        pool.shutdown(timeout=WAIT)
