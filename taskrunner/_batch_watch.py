@@ -123,6 +123,8 @@ class BatchWatch:
                 previous_looked = True
             if not self._look():
                 with self._lock:
+                    if self._closed:
+                        return  # close() may have set _wake just now: never clear it
                     self.armed = False
                     self._wake.clear()
                 previous_looked = False

@@ -1461,7 +1461,7 @@ class ThreadPool(TaskRunner):
         continuing, late = self._join_workers(end)
         running += continuing
         overdue += late
-        self._batch_watch.close(timeout=0.1)  # it exits at once; never waits for a task
+        self._batch_watch.close(timeout=_left(end))  # it exits at once; never waits for a task
         for child in children_of(self):
             # Each returns (its tasks still running by design, those it gave up
             # waiting for at the deadline); a runner that returns None has neither.

@@ -169,3 +169,29 @@ def test_an_urgent_task_still_preempts_a_batch_the_watch_requeued() -> None:
     finally:
         release_first.set()
         pool.shutdown(timeout=WAIT)
+
+
+def test_close_during_a_look_that_disarms_ends_the_watch() -> None:
+    """close() racing the watch's own disarm: the watch must not clear the wake-up
+    that close() just gave it (it slept for ever and shutdown hung in the join)."""
+    from taskrunner._batch_watch import BatchWatch
+
+    in_look, proceed = threading.Event(), threading.Event()
+
+    class Racing(BatchWatch):
+        def _look(self) -> bool:
+            in_look.set()
+            proceed.wait(WAIT)
+            return False  # no batch held: the watch disarms
+
+    watch = Racing("race", None, lambda: [], lambda token: False, 1_000_000)
+    watch.arm()
+    assert in_look.wait(WAIT)
+    closer = threading.Thread(target=watch.close, kwargs={"timeout": None}, daemon=True)
+    closer.start()
+    deadline = time.monotonic() + WAIT
+    while not watch._closed and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proceed.set()
+    closer.join(WAIT)
+    assert not closer.is_alive(), "close() waits for a watch thread that sleeps for ever"
