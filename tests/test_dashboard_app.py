@@ -185,6 +185,29 @@ def test_retry_and_cancel_go_through_the_store(filled: tuple[JobStore, Filled]) 
     assert store.get(running).cancel_requested
 
 
+@pytest.mark.thread_unsafe(reason="deletes given jobs of a shared store: one delete wins")
+def test_delete_goes_through_the_store_and_is_refused_while_running(
+    filled: tuple[JobStore, Filled],
+) -> None:
+    from taskrunner.jobs import UnknownJobError
+
+    store, data = filled
+    c = client(store)
+    done, running = data.ids("succeeded")[1], data.ids("running")[1]
+    page = get(c, job_url(done))
+    assert 'id="delete"' in page.text
+    assert 'id="delete"' not in get(c, job_url(running)).text  # refused while it runs
+    reply = post_action(c, "delete", done)
+    assert reply.status_code == 303 and reply.headers["Location"] == "/jobs?done=deleted"
+    assert "Deleted: the job is gone" in get(c, reply.headers["Location"]).text
+    with pytest.raises(UnknownJobError):
+        store.get(done)
+    assert get(c, job_url(done)).status_code == 404
+    reply = post_action(c, "delete", running)
+    assert reply.status_code == 409 and "The store refused" in reply.text
+    assert store.get(running).state is JobState.RUNNING
+
+
 def test_an_illegal_transition_shows_the_store_error(filled: tuple[JobStore, Filled]) -> None:
     store, data = filled
     c = client(store)

@@ -280,6 +280,17 @@ def test_cancel_a_pending_job(browser: WebDriver, site: Site) -> None:
     assert site.store.get(job_id).state is JobState.CANCELLED
 
 
+def test_delete_a_finished_job(browser: WebDriver, site: Site) -> None:
+    from taskrunner.jobs import UnknownJobError
+
+    job_id = site.filled.ids("cancelled")[1]
+    confirm(browser, site, job_id, "delete")
+    wait_for(browser, lambda d: d.find_elements(By.ID, "flash"), "no confirmation message")
+    assert "Deleted" in text_of(browser, "#flash")
+    with pytest.raises(UnknownJobError):
+        site.store.get(job_id)
+
+
 def test_an_illegal_transition_shows_the_store_error(browser: WebDriver, site: Site) -> None:
     job_id = site.filled.ids("failed")[2]
     browser.get(site.job(job_id, "retry"))

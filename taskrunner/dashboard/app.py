@@ -5,12 +5,12 @@ every value escaped by default: job arguments, results and errors are
 attacker-controlled text).  :class:`DashboardApp` reads and acts on a
 :class:`~taskrunner.jobs.JobStore` through its public API only, the same calls
 the command line makes (``count_jobs``, ``list_jobs``, ``get``, ``retry``,
-``cancel``), so it works on every store alike.
+``cancel``, ``delete``), so it works on every store alike.
 
 Pages: ``/`` (overview; ``/live/overview`` is its live part, which
 ``static/live.js`` fetches again every few seconds), ``/jobs`` (filtered by
 ``state``, ``type`` and ``since``, paged by the store's cursor ``after``),
-``/jobs/<id>``, and the actions ``/retry/<id>`` and ``/cancel/<id>``:
+``/jobs/<id>``, and the actions ``/retry/<id>``, ``/cancel/<id>`` and ``/delete/<id>``:
 a GET shows a confirmation form, its POST (with the CSRF token) acts and
 redirects back to the job.  Given a ``pool`` (see ``mount``), ``/pool`` shows
 it live: its queues by priority, running and delayed tasks, its runners, and
@@ -56,6 +56,7 @@ from taskrunner.jobs import (
     DuplicateJobError,
     IllegalTransitionError,
     JobManager,
+    JobRunningError,
     JobState,
     JobStore,
     StoreError,
@@ -90,6 +91,7 @@ _DONE: Final = {
     "retried": "Retried: the job is pending again.",
     "cancelled": "Cancelled.",
     "cancel-requested": "Cancellation requested: the job stops at its worker's next check.",
+    "deleted": "Deleted: the job is gone from the store.",
 }
 
 
@@ -183,7 +185,7 @@ class DashboardApp:
                 Rule("/jobs", endpoint="jobs", methods=["GET"]),
                 Rule("/jobs/<path:job_id>", endpoint="job", methods=["GET"]),
                 Rule(
-                    "/<any(retry, cancel):action>/<path:job_id>",
+                    "/<any(retry, cancel, delete):action>/<path:job_id>",
                     endpoint="action",
                     methods=["GET", "POST"],
                 ),
@@ -396,6 +398,7 @@ class DashboardApp:
             paged=after is not None,
             next_url=next_url,
             first_url=first_url,
+            message=_DONE.get(args.get("done", "")),
         )
 
     def _get_job(self, job_id: str) -> Any:
@@ -434,6 +437,7 @@ class DashboardApp:
             can_retry=job.state in (JobState.FAILED, JobState.CANCELLED),
             can_cancel=job.state in (JobState.PENDING, JobState.RUNNING)
             and not job.cancel_requested,
+            can_delete=job.state is not JobState.RUNNING,
             now=self._clock(),
         )
 
@@ -458,6 +462,9 @@ class DashboardApp:
             if action == "retry":
                 self.store.retry(job.id, now)
                 done = "retried"
+            elif action == "delete":
+                self.store.delete(job.id)
+                return Response(status=303, headers={"Location": "/jobs?done=deleted"})
             else:
                 after = self.store.cancel(job.id, now, "cancelled from the dashboard")
                 if after.state is JobState.CANCELLED and job.state is not JobState.CANCELLED:
@@ -466,7 +473,7 @@ class DashboardApp:
                     done = "cancel-requested"
                 else:
                     raise Conflict(f"Not cancelled: the job already {after.state.value}.")
-        except (IllegalTransitionError, DuplicateJobError) as exc:
+        except (IllegalTransitionError, DuplicateJobError, JobRunningError) as exc:
             raise Conflict(f"The store refused: {exc}") from None
         except UnknownJobError:
             raise NotFound(f"There is no job with id {job_id!r}.") from None
