@@ -12,9 +12,11 @@ pool rightly takes for a bug.
 The watch closes that gap.  While some worker holds a batch of more than one
 token, a watch thread wakes every ``hold_ns`` and looks at each worker: one
 that is still running the same task of the same batch as at its previous look
-has been inside that task for at least ``hold_ns``, and the watch queues the
-tokens of its batch that are still pending again (a fresh push of each).  An
-idle worker then takes them.  A token may thus sit both in the heap and in the
+has been inside that task for at least ``hold_ns``, and, if some worker is
+idle (waiting in the heap), the watch queues the tokens of its batch that are
+still pending again (a fresh push of each, at the back of their priority).
+The idle worker then takes them.  With no idle worker nothing is stolen, so a
+one-worker pool keeps its strict FIFO order.  A token may thus sit both in the heap and in the
 worker's batch: whoever claims the task first (``pool._live.pop``, see
 taskrunner.task) runs it, the other finds it gone and skips it.  Every push is
 popped and completed once, so the heap's in-flight count and ``wait_idle``
@@ -71,11 +73,13 @@ class BatchWatch:
         workers: Callable[[], Sequence[WatchedWorker]],
         is_pending: Callable[[int], bool],
         hold_ns: int,
+        idle_workers: Callable[[], int] = lambda: 1,
     ) -> None:
         self._name = name
         self._heap = heap
         self._workers = workers
         self._is_pending = is_pending
+        self._idle_workers = idle_workers
         self._hold_s = hold_ns / 1e9
         self._wake = threading.Event()
         self._stop = threading.Event()  # set by close(): ends a sleep between looks
@@ -152,6 +156,8 @@ class BatchWatch:
             if token is None or token != worker.seen_current or batch is not worker.seen_batch:
                 worker.seen_current, worker.seen_batch = token, batch
                 continue
+            if self._idle_workers() == 0:
+                continue  # nobody could take the rest: keep the batch (and its order)
             self._steal(worker, batch)
             worker.seen_batch = worker.seen_current = None
         return holding

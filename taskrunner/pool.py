@@ -468,8 +468,14 @@ class ThreadPool(TaskRunner):
         self._blocking = _Group(
             self, "blocking", 0, max_blocking_workers, blocking_idle_timeout, best_effort_limit
         )
+        cpu_h = self._cpu_h
         self._batch_watch = BatchWatch(
-            name, self._cpu_h, lambda: list(self._cpu.workers), self._live.__contains__, _HOLD_NS
+            name,
+            cpu_h,
+            lambda: list(self._cpu.workers),
+            self._live.__contains__,
+            _HOLD_NS,
+            lambda: int(lib.tr_heap_waiters(cpu_h)),
         )
         self._delays = DelayedTasks(
             self._clock,

@@ -42,6 +42,7 @@ def test_tasks_that_meet_at_a_barrier_all_run_at_once(workers: int) -> None:
     try:
         assert pool.wait_idle(2 * WAIT)
         assert met == [True] * workers
+        assert pool._batch_watch.rescued > 0  # the idle workers got them from the watch
     finally:
         pool.shutdown(timeout=WAIT)
 
@@ -84,7 +85,6 @@ def test_rescued_tasks_run_exactly_once_and_wait_idle_stays_exact() -> None:
         assert pool.stats()["completed"] == n
         # The duplicates were popped and completed too: the pool is idle now.
         assert pool.wait_idle(0)
-        assert pool._batch_watch.rescued > 0
     finally:
         report = pool.shutdown(timeout=WAIT)
     assert report is not None and report.drained
@@ -157,9 +157,10 @@ def test_an_urgent_task_still_preempts_a_batch_the_watch_requeued() -> None:
     pool.start()
     try:
         assert first_ran.wait(WAIT)  # the one worker holds uv1..uv9 in its batch
-        deadline = time.monotonic() + WAIT
-        while pool._batch_watch.rescued == 0 and time.monotonic() < deadline:
-            time.sleep(0.001)
+        # With no idle worker the watch steals nothing; steal as it would with one.
+        (worker,) = pool._cpu.workers
+        assert worker.batch is not None
+        pool._batch_watch._steal(worker, worker.batch)
         assert pool._batch_watch.rescued == 9  # the watch queued them again
         pool.post_task(order.append, "ub", traits=TaskTraits(priority=TaskPriority.USER_BLOCKING))
         release_first.set()
@@ -195,3 +196,25 @@ def test_close_during_a_look_that_disarms_ends_the_watch() -> None:
     proceed.set()
     closer.join(WAIT)
     assert not closer.is_alive(), "close() waits for a watch thread that sleeps for ever"
+
+
+def test_a_one_worker_pool_keeps_fifo_order_when_a_task_is_slow() -> None:
+    """With no idle worker the watch steals nothing, so order is kept (a steal
+    would queue the rest again behind later posts)."""
+    pool = ThreadPool(1, name="fifo-slow", start=False)
+    seen: list[int] = []
+
+    def task(i: int) -> None:
+        if i % 40 == 0:
+            time.sleep(0.005)  # longer than the watch's hold
+        seen.append(i)
+
+    pool.post_tasks(task, [(i,) for i in range(200)])
+    pool.start()
+    pool.post_tasks(task, [(i,) for i in range(200, 400)])
+    try:
+        assert pool.wait_idle(WAIT)
+        assert seen == list(range(400))
+        assert pool._batch_watch.rescued == 0
+    finally:
+        pool.shutdown(timeout=WAIT)
