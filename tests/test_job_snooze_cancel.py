@@ -29,6 +29,10 @@ from taskrunner.testing import TaskEnvironment
 
 pytestmark = [pytest.mark.thread_unsafe(reason="each test owns a mock clock, a pool and a store")]
 
+# Outcomes are written by the manager's IO layer, on real threads (PostgreSQL is a
+# real server): wait for them in real time, however far mock time has moved.
+WAIT = 30.0
+
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
@@ -69,10 +73,10 @@ def test_readme_snooze_and_cancel(store: JobStore) -> None:
         assert not job.future.done()
         assert m.get(job.id).state is JobState.PENDING and m.get(job.id).attempt == 0
         env.fast_forward(2)
-        assert job.future.result(0) == "report ready"
+        assert job.future.result(WAIT) == "report ready"
         assert m.get(job.id).attempt == 1  # three runs, one counted attempt
         with pytest.raises(JobCancelled, match="report no longer wanted"):
-            gone.future.result(0)
+            gone.future.result(WAIT)
         stored = m.get(gone.id)
         assert stored.state is JobState.CANCELLED
         assert stored.last_error == "report no longer wanted"
@@ -98,7 +102,7 @@ def test_snooze_runs_again_at_its_time_and_keeps_the_last_error(store: JobStore)
         m.start()
         job = m.submit("poll", max_attempts=2)
         env.fast_forward(100)
-        assert job.future.result(0) == 4
+        assert job.future.result(WAIT) == 4
         assert [attempt for _, attempt in runs] == [1, 2, 2, 2]
         assert [t - runs[1][0] for t, _ in runs[1:]] == [0.0, 10.0, 20.0]
         done = m.get(job.id)
@@ -120,7 +124,7 @@ def test_snooze_after_a_cancel_request_cancels(store: JobStore) -> None:
         job = m.submit("slow")
         env.fast_forward(1)
         with pytest.raises(JobCancelled):
-            job.future.result(0)
+            job.future.result(WAIT)
         assert m.get(job.id).state is JobState.CANCELLED
         m.shutdown()
 
