@@ -29,10 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from taskrunner._native import CLOSED, OK, check, ffi, lib
 from taskrunner.errors import RunnerClosedError
-from taskrunner.rejections import report_refused
 from taskrunner.runner import _argument_tuples
-from taskrunner.task import Task
-from taskrunner.traits import DEFAULT_TRAITS, TaskTraits
+from taskrunner.task import Task, check_post
+from taskrunner.traits import TaskTraits
 
 if TYPE_CHECKING:
     from taskrunner.pool import ThreadPool
@@ -54,13 +53,12 @@ def post_tasks(
 ) -> list[Task]:
     """See the module docstring; ``pool.post_tasks`` is the public entry."""
     if pool.is_closed:
-        if pool._on_rejected is not None and callable(fn):
-            _report_refused(pool, fn, _argument_tuples(arg_tuples), traits, name)
-        raise RunnerClosedError(f"{pool.name}: post_tasks after shutdown")
-    if not callable(fn):
-        raise TypeError(f"task must be callable, not {type(fn).__name__}")
-    if traits is not DEFAULT_TRAITS and type(traits) is not TaskTraits:
-        raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
+        error = RunnerClosedError(f"{pool.name}: post_tasks after shutdown")
+        if pool._on_rejected is not None:
+            for args in _argument_tuples(arg_tuples):
+                error = pool._refused(fn, args, traits, name, "post_tasks")  # reports each
+        raise error
+    check_post(fn, traits)
     items = _argument_tuples(arg_tuples)
     if traits.category is not None or traits.may_block:
         return [pool.post_task(fn, *args, traits=traits, name=name) for args in items]
@@ -93,8 +91,8 @@ def post_tasks(
                 # else: shutdown's dropping step claimed it first (and counted it).
             if status == CLOSED:
                 if pool._on_rejected is not None:  # the chunks never tried
-                    later = items[start + len(chunk) :]
-                    _report_refused(pool, fn, later, traits, name)
+                    for args in items[start + len(chunk) :]:
+                        pool._refused(fn, args, traits, name, "post_tasks")  # reports it
                 raise RunnerClosedError(
                     f"{pool.name}: post_tasks met a shutdown after {len(handles)} of "
                     f"{len(items)} tasks were queued"
@@ -102,17 +100,3 @@ def post_tasks(
             check(status, f"{pool.name}: post_tasks")
         handles.extend(tasks)
     return handles
-
-
-def _report_refused(
-    pool: ThreadPool,
-    fn: Callable[..., Any],
-    items: list[tuple[Any, ...]],
-    traits: TaskTraits,
-    name: str | None,
-) -> None:
-    """Tell the pool's ``on_rejected`` of each refused item (see taskrunner.rejections)."""
-    callback = pool._on_rejected
-    if callback is not None:
-        for args in items:
-            report_refused(callback, fn, args, traits, name, pool)

@@ -137,6 +137,7 @@ from taskrunner.task import (
     RUNNING,
     SUCCEEDED,
     Task,
+    check_post,
 )
 from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskPriority, TaskTraits
 
@@ -643,10 +644,7 @@ class ThreadPool(TaskRunner):
         runner: TaskRunner,
     ) -> Task:
         """A new pending task of ``runner``, claimable through this pool (see task.py)."""
-        if not callable(fn):
-            raise TypeError(f"task must be callable, not {type(fn).__name__}")
-        if type(traits) is not TaskTraits:
-            raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
+        check_post(fn, traits)
         token = _next_token()
         task = Task(token, fn, args, copy_context(), traits, name, runner)
         self._live[token] = task

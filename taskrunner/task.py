@@ -191,3 +191,12 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} {self.state.value} priority={self.traits.priority.name}>"
+
+
+def check_post(fn: object, traits: object) -> None:
+    """TypeError unless ``fn`` is callable and ``traits`` a TaskTraits (the checks
+    of every post; ``post_task`` inlines them on its fast path)."""
+    if not callable(fn):
+        raise TypeError(f"task must be callable, not {type(fn).__name__}")
+    if type(traits) is not TaskTraits:
+        raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
