@@ -82,6 +82,22 @@ class PoolBackedRunner(TaskRunner):
         """The traits a task gets: the ones given at post, else the runner's."""
         return self._traits if traits is DEFAULT_TRAITS else traits
 
+    def _post_queued(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], traits: TaskTraits, name: str | None
+    ) -> Task:
+        """Register ``fn(*args)`` with the pool and hand it to this runner's own
+        queue (``_accept``, which the runner provides).  If ``_accept`` raises,
+        the post is refused and the task forgotten, unless the pool's shutdown
+        claimed it meanwhile (and counted it as dropped): then the handle,
+        DROPPED, is returned, so what the caller holds agrees with the report."""
+        task = self._pool._register(fn, args, self._traits_for(traits), name, self)
+        try:
+            self._accept(task)  # type: ignore[attr-defined]
+        except BaseException:
+            if self._pool._unregister(task):
+                raise
+        return task
+
     def post_delayed_task(
         self,
         fn: Callable[[*Ts], Any],

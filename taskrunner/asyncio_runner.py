@@ -138,13 +138,7 @@ class AsyncioTaskRunner(PoolBackedRunner):
         """Queue ``fn(*args)`` to run on the loop's thread after earlier tasks."""
         if self._closed:
             raise RunnerClosedError(f"{self._name}: post_task after shutdown")
-        task = self._pool._register(fn, args, self._traits_for(traits), name, self)
-        try:
-            self._accept(task)
-        except BaseException:
-            self._pool._unregister(task)
-            raise
-        return task
+        return self._post_queued(fn, args, traits, name)
 
     def _accept_fired(self, task: Task) -> None:
         """The pool's timer thread hands over a delayed task that is now due."""

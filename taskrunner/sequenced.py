@@ -116,14 +116,7 @@ class _SlotRunner(PoolBackedRunner):
         """Queue ``fn(*args)`` behind this runner's earlier tasks."""
         if self._closed:
             raise RunnerClosedError(f"{self._name}: post_task after shutdown")
-        task = self._pool._register(fn, args, self._traits_for(traits), name, self)
-        try:
-            self._accept(task)
-        except BaseException:
-            if self._pool._unregister(task):
-                raise
-            # The pool's shutdown dropped (and counted) it meanwhile: the handle says so.
-        return task
+        return self._post_queued(fn, args, traits, name)
 
     def _accept_fired(self, task: Task) -> None:
         """The pool's timer thread hands over a delayed task that is now due."""
