@@ -22,7 +22,9 @@ One run:
    reclaims the job: a same-worker reclaim); PostgreSQL stopped (``-m
    immediate``, mid-run and mid-commit) for longer than the lease and
    restarted; the tmpfs filled (a full disk) for a while.  A worker that dies
-   unasked is restarted and reported as a crash.
+   unasked is restarted and reported as a crash; one that could not even start
+   (no stats written: its store refused it, say on a full disk) is restarted
+   and noted, not counted as a crash.
 5. The faults end, every job finishes, the workers stop, and :mod:`check`
    compares the ledger with the store.  The counts are printed; the exit code
    is 1 if any promise was broken.
@@ -257,8 +259,17 @@ class Harness:
             code = worker.proc.poll()
             if code is not None:
                 now = time.monotonic()
-                self.faults.append(Fault("crash", worker.pid, now, now))
-                self.notes.append(f"worker {worker.name} (pid {worker.pid}) died: exit {code}")
+                if (self.stats_dir / f"{worker.pid}.json").exists():
+                    self.faults.append(Fault("crash", worker.pid, now, now))
+                    self.notes.append(f"worker {worker.name} (pid {worker.pid}) died: exit {code}")
+                else:
+                    # It never ran (no stats written): its store refused it at start,
+                    # as it should while, say, the disk is full.  Not a crash.
+                    self.faults.append(Fault("start-refused", worker.pid, now, now))
+                    self.notes.append(
+                        f"worker {worker.name} (pid {worker.pid}) could not start: exit {code}"
+                    )
+                    time.sleep(0.2)  # do not spin while the cause lasts
                 self.start_worker(worker)
 
     def stop_workers(self) -> None:
