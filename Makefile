@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CORE_SRC := $(wildcard csrc/*.c csrc/*.h) taskrunner/_ffi_build.py
+CORE_SRC := $(wildcard csrc/*.c csrc/*.h) taskrunner/native/_build.py
 CORE_STAMP := build/.core-built
 
 CC ?= cc
@@ -129,6 +129,6 @@ bench-instructions: $(CORE_STAMP)
 	$(PY) bench/instructions.py
 
 clean:
-	rm -rf build $(VENV) .venv-ft *.egg-info taskrunner/_core*.so taskrunner/_core.c taskrunner/_core.o \
+	rm -rf build $(VENV) .venv-ft *.egg-info taskrunner/native/_core*.so taskrunner/native/_core.c taskrunner/native/_core.o \
 	  .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,4 +1,4 @@
-"""Builds the C core (csrc/) into taskrunner._core through cffi's cffi_modules.
+"""Builds the C core (csrc/) into taskrunner.native._core through cffi's cffi_modules.
 
 All metadata lives in pyproject.toml; this file exists only because
 ``cffi_modules`` is a setup() keyword.
@@ -6,4 +6,4 @@ All metadata lives in pyproject.toml; this file exists only because
 
 from setuptools import setup
 
-setup(cffi_modules=["taskrunner/_ffi_build.py:ffibuilder"])
+setup(cffi_modules=["taskrunner/native/_build.py:ffibuilder"])

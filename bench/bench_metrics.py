@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from taskrunner import ThreadPool
-from taskrunner.metrics import InProcessMetrics, Metrics
+from taskrunner.runtime.metrics import InProcessMetrics, Metrics
 
 
 class Figures(NamedTuple):
@@ -70,7 +70,7 @@ def arm_prometheus(n: int, interval: float) -> Figures:
     to text) every ``interval`` seconds by another thread during the run."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from taskrunner.prometheus import register
+    from taskrunner.integrations.prometheus import register
 
     registry = CollectorRegistry()
     metrics = register(registry=registry)
@@ -137,7 +137,7 @@ def measure(n: int, rounds: int, interval: float | None) -> list[Summary]:
 
 
 def report(quick: bool) -> Iterator[tuple[str, float, str, float, str]]:
-    """The rows for ``taskrunner bench`` (see taskrunner/bench_report.py): each
+    """The rows for ``taskrunner bench`` (see taskrunner/cli/bench_report.py): each
     collector's throughput against metrics off, as the median per-round ratio
     (so ``ours / peer`` is the share of throughput kept).  Without
     prometheus-client the Prometheus row is left out."""

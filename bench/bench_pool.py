@@ -369,7 +369,7 @@ Row = tuple[str, float, str, float, str]
 
 
 def report(quick: bool) -> Iterator[Row]:
-    """The comparisons as rows for ``taskrunner bench`` (see taskrunner/bench_report.py):
+    """The comparisons as rows for ``taskrunner bench`` (see taskrunner/cli/bench_report.py):
     ``(name, ours, peer_name, peer, unit)``, a unit ending in ``/s`` being a rate."""
     n, rounds = (20_000, 1) if quick else (200_000, 3)
     ours, peer = alternate(lambda: ours_one_poster(n), lambda: tpe_one_poster(n), rounds)

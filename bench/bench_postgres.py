@@ -1,7 +1,7 @@
 """Jobs per second on PostgreSQL with 1, 2 and 4 worker processes, against Procrastinate.
 
 For each worker count the same work is done by taskrunner workers
-(``python -m taskrunner.worker --dsn ...``) and, when it is installed, by
+(``python -m taskrunner.cli.worker --dsn ...``) and, when it is installed, by
 Procrastinate workers (a bench-only dependency: ``pip install procrastinate``),
 each on a database of its own on the same server:
 
@@ -169,7 +169,7 @@ def ours(server: str, procs: int, jobs: int) -> float:
 
     with database(server, "ours") as dsn:
         store = PostgresJobStore(dsn)  # creates the schema before the workers start
-        worker = [sys.executable, "-m", "taskrunner.worker", "--dsn", dsn, "--app",
+        worker = [sys.executable, "-m", "taskrunner.cli.worker", "--dsn", dsn, "--app",
                   "bench_postgres:register", "--workers", str(CONCURRENCY), "--lease", "30",
                   "--poll", "5"]  # fmt: skip
         try:

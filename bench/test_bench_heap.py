@@ -17,7 +17,7 @@ import queue
 
 import pytest
 
-from taskrunner.heap import PriorityQueue
+from taskrunner.native.heap import PriorityQueue
 
 pytestmark = pytest.mark.thread_unsafe(reason="benchmarks")
 BATCH = 64

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from taskrunner.ring import RingBuffer
+from taskrunner.native.ring import RingBuffer
 
 pytestmark = pytest.mark.thread_unsafe(reason="benchmarks")
 

@@ -15,7 +15,7 @@ Peers:
 * ``sched.scheduler``: ``enterabs`` / ``cancel`` / ``run(blocking=False)``.
   Its cancel is ``list.remove`` + ``heapify``, O(n), so its sizes are kept
   small enough to finish (10k pending, and few cancels at 100k).
-* ``wheel``: :class:`taskrunner.wheel.TimingWheel` (typed wrapper, argument
+* ``wheel``: :class:`taskrunner.native.wheel.TimingWheel` (typed wrapper, argument
   checks included); ``wheel-cffi`` calls ``lib.tr_wheel_*`` directly, as the
   scheduler's timer code does.
 
@@ -37,8 +37,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from taskrunner._native import ffi, lib
-from taskrunner.wheel import TimingWheel
+from taskrunner.native.binding import ffi, lib
+from taskrunner.native.wheel import TimingWheel
 
 pytestmark = pytest.mark.thread_unsafe(reason="benchmarks")
 

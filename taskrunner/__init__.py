@@ -9,16 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from taskrunner.clock import MONOTONIC, Clock, MonotonicClock
-from taskrunner.defaults import (
-    DefaultPoolError,
-    create_parallel_runner,
-    create_sequenced_runner,
-    create_single_thread_runner,
-    default_pool,
-    set_default_pool,
-    shutdown_default_pool,
-)
 from taskrunner.errors import (
     ClosedError,
     DuplicateTokenError,
@@ -30,25 +20,35 @@ from taskrunner.errors import (
     TaskRunnerError,
     UnknownTokenError,
 )
-from taskrunner.eventbus import EventBus, EventBusClosedError, Subscription
-from taskrunner.executor import RunnerExecutor
-from taskrunner.pool import ShutdownReport, ThreadPool
-from taskrunner.rejections import RejectReason
-from taskrunner.repeating import RepeatingMode, RepeatingTaskHandle
-from taskrunner.runner import (
+from taskrunner.runtime.clock import MONOTONIC, Clock, MonotonicClock
+from taskrunner.runtime.defaults import (
+    DefaultPoolError,
+    create_parallel_runner,
+    create_sequenced_runner,
+    create_single_thread_runner,
+    default_pool,
+    set_default_pool,
+    shutdown_default_pool,
+)
+from taskrunner.runtime.eventbus import EventBus, EventBusClosedError, Subscription
+from taskrunner.runtime.executor import RunnerExecutor
+from taskrunner.runtime.pool import ShutdownReport, ThreadPool
+from taskrunner.runtime.rejections import RejectReason
+from taskrunner.runtime.repeating import RepeatingMode, RepeatingTaskHandle
+from taskrunner.runtime.runner import (
     NO_REPLY,
     TaskRunner,
     current_task_runner,
     current_task_runner_or_none,
 )
-from taskrunner.sequenced import ParallelTaskRunner, SequencedTaskRunner
-from taskrunner.single_thread import QueuePolicy, SingleThreadTaskRunner
-from taskrunner.task import Task, TaskState
-from taskrunner.timers import DebounceTimer, OneShotTimer, RepeatingTimer
-from taskrunner.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskPriority, TaskTraits
+from taskrunner.runtime.runners.sequenced import ParallelTaskRunner, SequencedTaskRunner
+from taskrunner.runtime.runners.single_thread import QueuePolicy, SingleThreadTaskRunner
+from taskrunner.runtime.task import Task, TaskState
+from taskrunner.runtime.timers import DebounceTimer, OneShotTimer, RepeatingTimer
+from taskrunner.runtime.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskPriority, TaskTraits
 
 if TYPE_CHECKING:
-    from taskrunner.asyncio_runner import AsyncioTaskRunner
+    from taskrunner.runtime.runners.asyncio_runner import AsyncioTaskRunner
 
 __version__ = "0.1.0"
 
@@ -57,7 +57,7 @@ def __getattr__(name: str) -> Any:
     # AsyncioTaskRunner is imported on first use: importing asyncio costs tens
     # of milliseconds that threaded programs need not pay.
     if name == "AsyncioTaskRunner":
-        from taskrunner.asyncio_runner import AsyncioTaskRunner
+        from taskrunner.runtime.runners.asyncio_runner import AsyncioTaskRunner
 
         return AsyncioTaskRunner
     raise AttributeError(f"module 'taskrunner' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""``python -m taskrunner``: the command line (see :mod:`taskrunner.cli`)."""
+"""``python -m taskrunner``: the command line (see :mod:`taskrunner.cli.main`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``taskrunner`` console script; returns the exit code."""
-    from taskrunner.cli import main as cli_main
+    from taskrunner.cli.main import main as cli_main
 
     return cli_main(argv)
 

@@ -41,8 +41,8 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from taskrunner.pool import ThreadPool, children_of
-from taskrunner.task import Task
+from taskrunner.runtime.pool import ThreadPool, children_of
+from taskrunner.runtime.task import Task
 
 __all__ = ["MockClock", "TaskEnvironment"]
 

@@ -22,7 +22,7 @@ from taskrunner import (
     ThreadPool,
     current_task_runner,
 )
-from taskrunner.asyncio_runner import AsyncioTaskRunner
+from taskrunner.runtime.runners.asyncio_runner import AsyncioTaskRunner
 from taskrunner.testing import TaskEnvironment
 
 LONG = 30.0

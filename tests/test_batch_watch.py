@@ -2,7 +2,7 @@
 
 Tasks posted before ``start()`` (``ThreadPool(start=False)``), or while the
 workers are slow to wake, are popped in batches; a task that blocks must not
-keep the rest of its batch from an idle worker (see taskrunner/_batch_watch.py).
+keep the rest of its batch from an idle worker (see taskrunner/runtime/pool/batch_watch.py).
 """
 
 from __future__ import annotations
@@ -115,13 +115,13 @@ def test_the_watch_thread_ends_at_shutdown_and_the_pool_is_collected() -> None:
 def test_the_watch_remembers_tokens_not_tasks() -> None:
     """Between two looks the watch must hold no task: a finished task (and the
     runner its run loop belongs to) would stay alive until the next look."""
-    from taskrunner._batch_watch import BatchWatch
-    from taskrunner.pool import _Worker
+    from taskrunner.runtime.pool.batch_watch import BatchWatch
+    from taskrunner.runtime.pool.workers import Worker
 
     class Running:
         token = 41
 
-    worker = _Worker()
+    worker = Worker()
     task = Running()
     worker.current = task  # type: ignore[assignment]
     worker.batch = [41, 42]
@@ -175,7 +175,7 @@ def test_an_urgent_task_still_preempts_a_batch_the_watch_requeued() -> None:
 def test_close_during_a_look_that_disarms_ends_the_watch() -> None:
     """close() racing the watch's own disarm: the watch must not clear the wake-up
     that close() just gave it (it slept for ever and shutdown hung in the join)."""
-    from taskrunner._batch_watch import BatchWatch
+    from taskrunner.runtime.pool.batch_watch import BatchWatch
 
     in_look, proceed = threading.Event(), threading.Event()
 

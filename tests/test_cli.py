@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from taskrunner.cli import parse_duration, parse_since
+from taskrunner.cli.main import parse_duration, parse_since
 from taskrunner.jobs import JobManager, JobState, SQLiteJobStore, new_job
 from taskrunner.jobs.sqlite_store import SCHEMA_VERSION
-from taskrunner.pool import ThreadPool
+from taskrunner.runtime.pool import ThreadPool
 
 pytestmark = [pytest.mark.thread_unsafe(reason="starts processes")]
 ROOT = Path(__file__).resolve().parent.parent
@@ -307,7 +307,7 @@ def test_db_migrate_dsn_failure_is_one_line(tmp_path: Path) -> None:
 
 
 def _submit(db: Path, job_type: str, args: object) -> str:
-    from taskrunner.demo import app
+    from taskrunner.cli.demo import app
 
     store = SQLiteJobStore(db)
     pool = ThreadPool(1, name="submitter")
@@ -347,7 +347,7 @@ def worker(
         "--grace",
         "30",
         "--app",
-        "taskrunner.demo:app",
+        "taskrunner.cli.demo:app",
         "--db",
     ]
     proc = subprocess.Popen(
@@ -478,7 +478,7 @@ def test_bench_plot_writes_a_png(tmp_path: Path) -> None:
 
 
 def test_demo_verdict_catches_lost_and_twice_run_jobs(tmp_path: Path) -> None:
-    from taskrunner.demo import _judge, _ledger_connect
+    from taskrunner.cli.demo import _judge, _ledger_connect
     from taskrunner.jobs import Job
 
     def job(job_id: str, state: JobState, attempt: int) -> Job:

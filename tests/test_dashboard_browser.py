@@ -362,7 +362,7 @@ def test_mounted_pool_view_updates_live(browser: WebDriver, tmp_path: Path) -> N
     from taskrunner import SequencedTaskRunner, ThreadPool
     from taskrunner.dashboard import mount
     from taskrunner.jobs import JobManager
-    from taskrunner.metrics import InProcessMetrics
+    from taskrunner.runtime.metrics import InProcessMetrics
 
     store = SQLiteJobStore(tmp_path / "jobs.db")
     fill_store(store, time.time(), per_state=4)

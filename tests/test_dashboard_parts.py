@@ -228,8 +228,8 @@ def test_serve_runs_requests_on_a_given_pool_and_leaves_it_running() -> None:
 
 def test_import_taskrunner_needs_no_web_library() -> None:
     code = (
-        "import sys, taskrunner, taskrunner.cli, taskrunner.dashboard; "
-        "taskrunner.cli.build_parser(); "
+        "import sys, taskrunner, taskrunner.cli.main, taskrunner.dashboard; "
+        "taskrunner.cli.main.build_parser(); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('werkzeug', 'jinja2')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -239,7 +239,7 @@ def test_import_taskrunner_needs_no_web_library() -> None:
 def test_cli_refuses_a_missing_file_and_an_open_address(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from taskrunner.cli import main
+    from taskrunner.cli.main import main
 
     assert main(["dashboard", "--db", str(tmp_path / "missing.db")]) == 2
     assert "no such database file" in capsys.readouterr().err
@@ -289,7 +289,7 @@ def test_mount_adds_a_live_view_of_the_pool_and_its_manager() -> None:
     from taskrunner import SequencedTaskRunner, ThreadPool
     from taskrunner.dashboard import mount, serve
     from taskrunner.jobs import JobManager
-    from taskrunner.metrics import InProcessMetrics
+    from taskrunner.runtime.metrics import InProcessMetrics
 
     with ThreadPool(2, name="app-pool", metrics=InProcessMetrics()) as pool:
         manager = JobManager(MemoryJobStore(), pool=pool)

@@ -169,7 +169,7 @@ def test_exit_shuts_the_default_pool_down_gracefully() -> None:
 def test_exit_shutdown_is_bounded() -> None:
     # A task that never returns does not hold the process: EXIT_TIMEOUT bounds it.
     code = (
-        "import threading, taskrunner, taskrunner.defaults as d\n"
+        "import threading, taskrunner, taskrunner.runtime.defaults as d\n"
         "d.EXIT_TIMEOUT = 0.2\n"
         "started = threading.Event()\n"
         "taskrunner.default_pool().post_task(lambda: (started.set(), threading.Event().wait()))\n"

@@ -43,7 +43,7 @@ from taskrunner import (
     current_task_runner,
 )
 from taskrunner.errors import ExecutorShutdownError, RunnerClosedError
-from taskrunner.executor import RunnerExecutor
+from taskrunner.runtime.executor import RunnerExecutor
 
 LONG = 30.0  # generous timeout for anything that should happen promptly
 WORKERS = 5  # as CPython's ExecutorMixin.worker_count

@@ -52,9 +52,9 @@ from taskrunner import (
     TaskTraits,
     ThreadPool,
 )
-from taskrunner._delays import DelayedTasks
-from taskrunner.clock import MONOTONIC
-from taskrunner.sequenced import ParallelTaskRunner, SequencedTaskRunner
+from taskrunner.runtime.clock import MONOTONIC
+from taskrunner.runtime.delays import DelayedTasks
+from taskrunner.runtime.runners.sequenced import ParallelTaskRunner, SequencedTaskRunner
 
 THREADS = 8
 WAIT = 60.0  # a bound for things that should happen at once; only a hang reaches it
@@ -631,7 +631,7 @@ def _import_and_report_gil() -> subprocess.CompletedProcess[str]:
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
     code = (
-        "import sys, taskrunner, taskrunner._core, taskrunner.jobs, taskrunner.testing\n"
+        "import sys, taskrunner, taskrunner.native._core, taskrunner.jobs, taskrunner.testing\n"
         "print(sys._is_gil_enabled())"
     )
     return subprocess.run(
@@ -644,18 +644,18 @@ def _import_and_report_gil() -> subprocess.CompletedProcess[str]:
     reason="needs a free-threaded interpreter (Py_GIL_DISABLED); this build has the GIL",
 )
 def test_importing_taskrunner_leaves_the_gil_disabled() -> None:
-    import taskrunner._core
+    import taskrunner.native._core
 
     result = _import_and_report_gil()
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False", "importing taskrunner re-enabled the GIL"
     assert "global interpreter lock" not in result.stderr, result.stderr
     # The extension is built for this interpreter, without the limited API.
-    assert ".abi3." not in os.path.basename(taskrunner._core.__file__)
+    assert ".abi3." not in os.path.basename(taskrunner.native._core.__file__)
 
 
 def test_the_extension_uses_the_limited_api_only_with_a_gil() -> None:
-    from taskrunner._ffi_build import ffibuilder
+    from taskrunner.native._build import ffibuilder
 
     kwds = ffibuilder._assigned_source[3]
     assert kwds["py_limited_api"] is (not FREE_THREADED)

@@ -28,7 +28,7 @@ from taskrunner import (
     current_task_runner,
     current_task_runner_or_none,
 )
-from taskrunner.rejections import RejectReason
+from taskrunner.runtime.rejections import RejectReason
 
 WAIT = 10.0
 KINDS = ["pool", "sequenced", "parallel", "single_thread", "asyncio"]
@@ -554,7 +554,7 @@ def test_error_log_carries_the_runner_name_and_metadata(pool: ThreadPool) -> Non
 
 
 def test_renamed_runner_reports_metrics_under_its_new_name() -> None:
-    from taskrunner.metrics import InProcessMetrics
+    from taskrunner.runtime.metrics import InProcessMetrics
 
     metrics = InProcessMetrics()
     pool = ThreadPool(2, name="mpool", metrics=metrics)

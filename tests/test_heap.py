@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from taskrunner.errors import ClosedError, DuplicateTokenError, UnknownTokenError
-from taskrunner.heap import PriorityQueue
+from taskrunner.native.heap import PriorityQueue
 
 JOIN = 10.0
 

@@ -191,7 +191,7 @@ def test_an_outcome_refused_for_a_lost_lease_is_logged_and_counted(
 ) -> None:
     """While attempt 1 runs, its lease is lost and another owner claims the job:
     the store refuses attempt 1's outcome, and the manager says so."""
-    from taskrunner.metrics import InProcessMetrics
+    from taskrunner.runtime.metrics import InProcessMetrics
 
     metrics = InProcessMetrics()
     pool = ThreadPool(2, name="stale", metrics=metrics).start()

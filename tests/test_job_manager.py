@@ -497,7 +497,7 @@ def test_delayed_job_runs_at_its_time_on_mock_time() -> None:
 
 
 def test_job_transitions_attempts_and_store_retries_reach_the_metrics(tmp_path: Path) -> None:
-    from taskrunner.metrics import InProcessMetrics
+    from taskrunner.runtime.metrics import InProcessMetrics
 
     metrics = InProcessMetrics()
     failures = {"complete": 1}

@@ -14,7 +14,7 @@ import pytest
 
 from taskrunner.jobs import JobSpec, JobState, MemoryJobStore, SQLiteJobStore
 from taskrunner.jobs.manager import JobManager
-from taskrunner.pool import ThreadPool
+from taskrunner.runtime.pool import ThreadPool
 
 pytestmark = [pytest.mark.thread_unsafe(reason="starts and kills processes")]
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def _worker(db: Path, runs: Path, lease: float) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "taskrunner.worker",
+            "taskrunner.cli.worker",
             "--db",
             str(db),
             "--app",
@@ -159,7 +159,7 @@ def test_two_workers_share_one_store_and_run_each_job_once(tmp_path: Path) -> No
 
 
 def test_worker_rejects_a_bad_app() -> None:
-    from taskrunner.worker import load_app
+    from taskrunner.cli.worker import load_app
 
     with pytest.raises(ValueError):
         load_app("no_colon")

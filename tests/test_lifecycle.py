@@ -31,7 +31,7 @@ from taskrunner import (
     ThreadPool,
     current_task_runner,
 )
-from taskrunner.pool import MAX_WORKERS
+from taskrunner.runtime.pool import MAX_WORKERS
 
 WAIT = 10.0
 # How long a shutdown that was given a timeout may take beyond it (the

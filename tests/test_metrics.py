@@ -22,7 +22,7 @@ from taskrunner import (
     TaskTraits,
     ThreadPool,
 )
-from taskrunner.metrics import (
+from taskrunner.runtime.metrics import (
     DEFAULT_DURATION_BUCKETS,
     OUTCOMES,
     HistogramData,
@@ -35,7 +35,7 @@ from taskrunner.metrics import (
     _Hist,
     merge_histograms,
 )
-from taskrunner.pool import _PostCounter, _TaskTimes
+from taskrunner.runtime.pool.observe import PostCounter, TaskTimes
 from taskrunner.testing import TaskEnvironment
 
 WAIT = 10.0
@@ -491,7 +491,7 @@ def test_concurrent_posters_and_readers_lose_nothing() -> None:
 
 
 def test_post_counter_reads_are_exact_under_concurrency() -> None:
-    counter = _PostCounter()
+    counter = PostCounter()
     flush_lock = threading.Lock()
     total = [0]
     stop = threading.Event()
@@ -520,7 +520,7 @@ def test_post_counter_reads_are_exact_under_concurrency() -> None:
 
 
 def test_task_times_drain_while_the_owner_appends() -> None:
-    times = _TaskTimes()
+    times = TaskTimes()
     lock = threading.Lock()
     drained: list[int] = []
     done = threading.Event()

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from taskrunner import SequencedTaskRunner, ThreadPool
-from taskrunner.otel import (
+from taskrunner.integrations.otel import (
     OtelTracer,
     extract_context,
     inject_context,
@@ -75,9 +75,9 @@ def test_task_spans_are_children_of_the_posters_span_across_threads() -> None:
     assert parent_id(leaf_span) == middle.context.span_id
     assert {s.context.trace_id for s in spans.values()} == {request.context.trace_id}
     assert middle.attributes is not None and leaf_span.attributes is not None
-    assert middle.attributes["taskrunner.runner"] == "otel"
-    assert leaf_span.attributes["taskrunner.runner"] == "otel-seq"
-    assert middle.attributes["taskrunner.task.priority"] == "user_visible"
+    assert middle.attributes["taskrunner.runtime.runner"] == "otel"
+    assert leaf_span.attributes["taskrunner.runtime.runner"] == "otel-seq"
+    assert middle.attributes["taskrunner.runtime.task.priority"] == "user_visible"
     assert middle.status.status_code is StatusCode.UNSET
 
 

@@ -17,8 +17,8 @@ from taskrunner import (
     TaskTraits,
     ThreadPool,
 )
-from taskrunner._batch_post import CHUNK
-from taskrunner.metrics import InProcessMetrics
+from taskrunner.runtime.metrics import InProcessMetrics
+from taskrunner.runtime.pool.batch_post import CHUNK
 
 WAIT = 30.0
 

@@ -1,6 +1,6 @@
 """Four worker processes on one PostgreSQL database, one of them SIGKILLed midway.
 
-10,000 jobs are submitted; four ``python -m taskrunner.worker --dsn ...``
+10,000 jobs are submitted; four ``python -m taskrunner.cli.worker --dsn ...``
 processes run them (handlers record each run in a ``runs`` table, see
 ``pg_crash_app.py``); once a third of the jobs have run, one worker is killed
 with SIGKILL.  Then:
@@ -62,7 +62,7 @@ def _worker(dsn: str) -> subprocess.Popen[bytes]:
         PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "taskrunner.worker", "--dsn", dsn, "--app",
+        [sys.executable, "-m", "taskrunner.cli.worker", "--dsn", dsn, "--app",
          "pg_crash_app:register", "--workers", "4", "--lease", str(LEASE), "--poll", "0.2"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip

@@ -781,7 +781,7 @@ def test_a_worker_process_runs_jobs_from_postgres(pg_dsn: str, schema: str) -> N
 
             conn.execute(RUNS_TABLE)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "taskrunner.worker", "--dsn", pg_dsn, "--schema", schema,
+            [sys.executable, "-m", "taskrunner.cli.worker", "--dsn", pg_dsn, "--schema", schema,
              "--app", "pg_crash_app:register", "--workers", "2", "--poll", "0.2"],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -820,7 +820,7 @@ def test_pending_jobs_move_from_sqlite_to_postgres(store: PostgresJobStore, tmp_
 
 
 def test_worker_store_options_are_checked(pg_dsn: str) -> None:
-    from taskrunner.worker import open_store
+    from taskrunner.cli.worker import open_store
 
     with pytest.raises(ValueError, match="exactly one"):
         open_store(None)

@@ -14,7 +14,7 @@ pytest.importorskip("prometheus_client")
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import taskrunner.prometheus as tp
+import taskrunner.integrations.prometheus as tp
 from taskrunner import (
     QueueFullError,
     QueuePolicy,
@@ -24,7 +24,7 @@ from taskrunner import (
     TaskTraits,
     ThreadPool,
 )
-from taskrunner.metrics import InProcessMetrics
+from taskrunner.runtime.metrics import InProcessMetrics
 
 WAIT = 10.0
 UB = TaskTraits(priority=TaskPriority.USER_BLOCKING)
@@ -264,10 +264,13 @@ import sys
 sys.modules["prometheus_client"] = None
 sys.modules["opentelemetry"] = None
 import taskrunner
-from taskrunner.metrics import InProcessMetrics
+from taskrunner.runtime.metrics import InProcessMetrics
 with taskrunner.ThreadPool(1, metrics=InProcessMetrics()) as pool:
     assert pool.post_task(lambda: None).wait(10)
-for module, extra in (("taskrunner.prometheus", "prometheus"), ("taskrunner.otel", "otel")):
+for module, extra in (
+    ("taskrunner.integrations.prometheus", "prometheus"),
+    ("taskrunner.integrations.otel", "otel"),
+):
     try:
         __import__(module)
     except ImportError as exc:

@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 )
 
 from taskrunner.errors import ClosedError
-from taskrunner.ring import RingBuffer
+from taskrunner.native.ring import RingBuffer
 
 TOKEN_MAX = 2**64 - 1
 JOIN = 10.0  # generous: a join that times out means a waiter was never woken

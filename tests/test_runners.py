@@ -17,11 +17,11 @@ from taskrunner import (
     ThreadPool,
     current_task_runner,
 )
-from taskrunner.repeating import RepeatingMode
-from taskrunner.sequenced import ParallelTaskRunner, SequencedTaskRunner
-from taskrunner.single_thread import QueuePolicy, SingleThreadTaskRunner
-from taskrunner.timers import DebounceTimer, OneShotTimer, RepeatingTimer
-from taskrunner.traits import ShutdownBehavior
+from taskrunner.runtime.repeating import RepeatingMode
+from taskrunner.runtime.runners.sequenced import ParallelTaskRunner, SequencedTaskRunner
+from taskrunner.runtime.runners.single_thread import QueuePolicy, SingleThreadTaskRunner
+from taskrunner.runtime.timers import DebounceTimer, OneShotTimer, RepeatingTimer
+from taskrunner.runtime.traits import ShutdownBehavior
 
 WAIT = 10.0
 

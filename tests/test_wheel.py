@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from taskrunner.errors import ClosedError, DuplicateTokenError, UnknownTokenError
-from taskrunner.wheel import TimingWheel
+from taskrunner.native.wheel import TimingWheel
 
 MS = 1_000_000
 SEC = 1_000_000_000

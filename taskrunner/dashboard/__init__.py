@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from taskrunner.dashboard.server import DashboardServer
     from taskrunner.jobs import JobManager, JobStore
-    from taskrunner.pool import ThreadPool
+    from taskrunner.runtime.pool import ThreadPool
 
 __all__ = ["mount", "serve"]
 
@@ -70,7 +70,7 @@ def mount(
     server leaves the pool running.  Same rules and errors as :func:`serve`.
     """
     from taskrunner.jobs import JobManager
-    from taskrunner.pool import ThreadPool
+    from taskrunner.runtime.pool import ThreadPool
 
     if not isinstance(pool, ThreadPool):
         raise TypeError(f"pool must be a ThreadPool, got {type(pool).__name__}")

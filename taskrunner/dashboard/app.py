@@ -63,7 +63,7 @@ from taskrunner.jobs import (
     UnknownJobError,
 )
 from taskrunner.jobs.model import MAX_NAME_LENGTH
-from taskrunner.pool import ThreadPool
+from taskrunner.runtime.pool import ThreadPool
 
 __all__ = ["DashboardApp"]
 
@@ -340,7 +340,7 @@ class DashboardApp:
         return response
 
     def _page_jobs(self, request: Request, csrf_cookie: str) -> Response:
-        from taskrunner.cli import parse_since
+        from taskrunner.cli.main import parse_since
 
         args = request.args
         state = args.get("state", "").strip()

@@ -1,6 +1,6 @@
 """``taskrunner dashboard``: the subcommand's options and its run.
 
-Kept here rather than in :mod:`taskrunner.cli` so the command line grows by
+Kept here rather than in :mod:`taskrunner.cli.main` so the command line grows by
 two lines.  Importing this module needs no web library; :func:`run` reports a
 missing ``dashboard`` extra as a one-line usage error.
 """
@@ -59,7 +59,7 @@ def add_parser(commands: Any, store_options: Callable[..., None]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
-    from taskrunner.cli import EXIT_OK, CliError, _open_store
+    from taskrunner.cli.main import EXIT_OK, CliError, _open_store
     from taskrunner.dashboard.security import TOKEN_ENV, check_bind
 
     try:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from taskrunner.pool import ThreadPool, children_of
-from taskrunner.traits import TaskPriority
+from taskrunner.runtime.pool import ThreadPool, children_of
+from taskrunner.runtime.traits import TaskPriority
 
 if TYPE_CHECKING:
     from taskrunner.jobs import JobManager

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from taskrunner.pool import ThreadPool
-from taskrunner.traits import TaskTraits
+from taskrunner.runtime.pool import ThreadPool
+from taskrunner.runtime.traits import TaskTraits
 
 __all__ = ["DashboardServer"]
 

@@ -37,8 +37,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from taskrunner import TaskPriority, TaskTraits, ThreadPool
-from taskrunner.asyncio_runner import AsyncioTaskRunner
-from taskrunner.executor import RunnerExecutor
+from taskrunner.runtime.executor import RunnerExecutor
+from taskrunner.runtime.runners.asyncio_runner import AsyncioTaskRunner
 
 INTERACTIVE = TaskTraits(priority=TaskPriority.USER_BLOCKING)
 BATCH = TaskTraits(priority=TaskPriority.BEST_EFFORT)

@@ -20,7 +20,7 @@ from taskrunner.jobs.context import CancelToken, JobContext
 from taskrunner.jobs.errors import JobError
 from taskrunner.jobs.model import Job
 from taskrunner.jobs.retry import RetryPolicy
-from taskrunner.traits import TaskPriority, TaskTraits
+from taskrunner.runtime.traits import TaskPriority, TaskTraits
 
 if TYPE_CHECKING:
     from taskrunner.jobs.manager import JobManager

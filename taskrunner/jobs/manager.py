@@ -85,10 +85,10 @@ from taskrunner.jobs.registry import Registry
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import BatchCompletion, JobPage, JobStore
-from taskrunner.pool import ThreadPool
-from taskrunner.runner import TaskRunner
-from taskrunner.sequenced import SequencedTaskRunner
-from taskrunner.traits import TaskPriority, TaskTraits
+from taskrunner.runtime.pool import ThreadPool
+from taskrunner.runtime.runner import TaskRunner
+from taskrunner.runtime.runners.sequenced import SequencedTaskRunner
+from taskrunner.runtime.traits import TaskPriority, TaskTraits
 
 __all__ = [
     "JSONSerializer",
@@ -161,7 +161,7 @@ class JobManager(Registry, Attempts):
         self._otel: Any = None
         tracer = self._pool.tracer
         if tracer is not None and type(tracer).__name__ == "OtelTracer":
-            from taskrunner import otel
+            from taskrunner.integrations import otel
 
             if isinstance(tracer, otel.OtelTracer):
                 self._otel = otel

@@ -24,7 +24,6 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, TypeVar
 
-from taskrunner.clock import Clock
 from taskrunner.errors import RunnerClosedError
 from taskrunner.jobs.errors import DuplicateJobError, StoreError, SubmitTimeoutError
 from taskrunner.jobs.handles import (
@@ -36,11 +35,12 @@ from taskrunner.jobs.handles import (
 from taskrunner.jobs.model import Job
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.store import JobStore
-from taskrunner.metrics import Metrics
-from taskrunner.pool import ThreadPool
-from taskrunner.repeating import RepeatingTaskHandle
-from taskrunner.runner import TaskRunner
-from taskrunner.sequenced import SequencedTaskRunner
+from taskrunner.runtime.clock import Clock
+from taskrunner.runtime.metrics import Metrics
+from taskrunner.runtime.pool import ThreadPool
+from taskrunner.runtime.repeating import RepeatingTaskHandle
+from taskrunner.runtime.runner import TaskRunner
+from taskrunner.runtime.runners.sequenced import SequencedTaskRunner
 
 __all__ = ["ManagerCore"]
 

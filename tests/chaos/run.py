@@ -61,7 +61,7 @@ from taskrunner.jobs import (  # noqa: E402
     JobStore,
     SQLiteJobStore,
 )
-from taskrunner.pool import ThreadPool  # noqa: E402
+from taskrunner.runtime.pool import ThreadPool  # noqa: E402
 
 __all__ = ["Config", "main", "run_chaos"]
 
@@ -226,7 +226,7 @@ class Harness:
         log = open(self.logs / f"{worker.name}.log", "ab")  # noqa: SIM115 (kept by the child)
         worker.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "taskrunner.worker", *where,
+                sys.executable, "-m", "taskrunner.cli.worker", *where,
                 "--app", "chaos.app:register", "--workers", "3",
                 "--lease", str(self.cfg.lease), "--poll", "0.1",
             ],
