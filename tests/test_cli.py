@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from taskrunner.cli.main import parse_duration, parse_since
+from taskrunner.cli.args import parse_duration, parse_since
 from taskrunner.jobs import JobManager, JobState, SQLiteJobStore, new_job
 from taskrunner.jobs.sqlite_store import SCHEMA_VERSION
 from taskrunner.runtime.pool import ThreadPool

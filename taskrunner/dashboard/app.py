@@ -340,7 +340,7 @@ class DashboardApp:
         return response
 
     def _page_jobs(self, request: Request, csrf_cookie: str) -> Response:
-        from taskrunner.cli.main import parse_since
+        from taskrunner.cli.args import parse_since
 
         args = request.args
         state = args.get("state", "").strip()

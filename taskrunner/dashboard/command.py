@@ -59,7 +59,7 @@ def add_parser(commands: Any, store_options: Callable[..., None]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
-    from taskrunner.cli.main import EXIT_OK, CliError, _open_store
+    from taskrunner.cli.args import EXIT_OK, CliError, store_from_args
     from taskrunner.dashboard.security import TOKEN_ENV, check_bind
 
     try:
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     from taskrunner.dashboard import serve
 
-    store = _open_store(args)
+    store = store_from_args(args)
     try:
         try:
             server = serve(
