@@ -478,7 +478,8 @@ def test_bench_plot_writes_a_png(tmp_path: Path) -> None:
 
 
 def test_demo_verdict_catches_lost_and_twice_run_jobs(tmp_path: Path) -> None:
-    from taskrunner.cli.demo import _judge, _ledger_connect
+    from taskrunner.cli.demo.app import ledger_connect
+    from taskrunner.cli.demo.verdict import judge
     from taskrunner.jobs import Job
 
     def job(job_id: str, state: JobState, attempt: int) -> Job:
@@ -508,7 +509,7 @@ def test_demo_verdict_catches_lost_and_twice_run_jobs(tmp_path: Path) -> None:
     }
     killed = 666
     runs = tmp_path / "runs"
-    conn = _ledger_connect(str(runs))
+    conn = ledger_connect(str(runs))
     for row in [
         (ok, 1, 1, "ok"),
         (dup, 1, 1, "ok"),
@@ -527,7 +528,7 @@ def test_demo_verdict_catches_lost_and_twice_run_jobs(tmp_path: Path) -> None:
             row,
         )
     conn.close()
-    verdict = _judge([*jobs, "missing"], jobs, slow, runs, {killed})
+    verdict = judge([*jobs, "missing"], jobs, slow, runs, {killed})
     assert sorted(v.split()[0] for v in verdict.lost) == ["missing:", "pending"]
     assert sorted(v.split()[0] for v in verdict.twice) == ["dup", "late"]
     assert (verdict.recovered, verdict.reexecuted) == (2, 1)
