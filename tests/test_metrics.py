@@ -32,9 +32,9 @@ from taskrunner.runtime.metrics import (
     MetricsSource,
     NoopMetrics,
     TaskTracer,
-    _Hist,
     merge_histograms,
 )
+from taskrunner.runtime.metrics.histograms import Hist
 from taskrunner.runtime.pool.observe import PostCounter, TaskTimes
 from taskrunner.testing import TaskEnvironment
 
@@ -561,7 +561,7 @@ def test_bulk_and_single_observations_agree() -> None:
     rng = random.Random(7)
     values = [rng.choice(bounds) + rng.choice((-1, 0, 1)) for _ in range(500)]
     values += [rng.randrange(0, 100 * 10**9) for _ in range(500)] + [0, -5]
-    one, bulk = _Hist(bounds), _Hist(bounds)
+    one, bulk = Hist(bounds), Hist(bounds)
     for v in values:
         one.observe(v)
     bulk.observe_many(values)
