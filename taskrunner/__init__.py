@@ -32,7 +32,7 @@ from taskrunner.runtime.defaults import (
 )
 from taskrunner.runtime.eventbus import EventBus, EventBusClosedError, Subscription
 from taskrunner.runtime.executor import RunnerExecutor
-from taskrunner.runtime.pool import ShutdownReport, ThreadPool
+from taskrunner.runtime.pool import MAX_WORKERS, ShutdownReport, ThreadPool
 from taskrunner.runtime.rejections import RejectReason
 from taskrunner.runtime.repeating import RepeatingMode, RepeatingTaskHandle
 from taskrunner.runtime.runner import (
@@ -46,11 +46,10 @@ from taskrunner.runtime.runners.single_thread import QueuePolicy, SingleThreadTa
 from taskrunner.runtime.task import Task, TaskState
 from taskrunner.runtime.timers import DebounceTimer, OneShotTimer, RepeatingTimer
 from taskrunner.runtime.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskPriority, TaskTraits
+from taskrunner.version import __version__ as __version__
 
 if TYPE_CHECKING:
     from taskrunner.runtime.runners.asyncio_runner import AsyncioTaskRunner
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
@@ -65,6 +64,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_TRAITS",
+    "MAX_WORKERS",
     "MONOTONIC",
     "NO_REPLY",
     "AsyncioTaskRunner",

@@ -48,7 +48,7 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "build_parser", "
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``taskrunner`` argument parser (every command, every option)."""
-    from taskrunner import __version__
+    from taskrunner.version import __version__
 
     parser = Parser(
         prog="taskrunner",

@@ -77,7 +77,7 @@ _PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePr
 
 
 def _tracer(provider: TracerProvider | None) -> trace.Tracer:
-    from taskrunner import __version__
+    from taskrunner.version import __version__
 
     return trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider=provider)
 

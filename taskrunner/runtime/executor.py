@@ -56,7 +56,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload, runtime_checkable
 
 from taskrunner.errors import ExecutorShutdownError, RunnerClosedError
 from taskrunner.runtime.future_call import FutureCall, current_future
@@ -66,6 +66,20 @@ from taskrunner.runtime.traits import DEFAULT_TRAITS, TaskTraits
 if TYPE_CHECKING:
     from taskrunner.runtime.runner import TaskRunner
     from taskrunner.runtime.task import Task
+
+
+@runtime_checkable
+class _Runner(Protocol):
+    """What a view needs of its runner (checked at construction).  Structural, so
+    that this module need not import :mod:`taskrunner.runtime.runner`, which
+    imports it for ``runner.executor``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def is_closed(self) -> bool: ...
+    def post_task(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any: ...
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -116,9 +130,7 @@ class RunnerExecutor(Executor):
         traits: TaskTraits = DEFAULT_TRAITS,
         name: str | None = None,
     ) -> None:
-        from taskrunner.runtime.runner import TaskRunner
-
-        if not isinstance(runner, TaskRunner):
+        if not isinstance(runner, _Runner):
             raise TypeError(f"runner must be a TaskRunner, not {type(runner).__name__}")
         if type(traits) is not TaskTraits:
             raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")

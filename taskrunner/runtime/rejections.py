@@ -21,7 +21,7 @@ are never reported.
 Contract: the callback runs on the thread that refused or dropped the task
 (the poster's, the one calling ``shutdown``, or a worker), with no lock of the
 runtime held; it should be quick.  One that raises is logged on
-``taskrunner.runtime.pool.threadpool`` and ignored: it never changes what happens to the task.
+``taskrunner.pool`` and ignored: it never changes what happens to the task.
 """
 
 from __future__ import annotations

@@ -19,11 +19,11 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from taskrunner.errors import NoCurrentTaskRunnerError, RunnerClosedError
+from taskrunner.runtime.executor import RunnerExecutor
 from taskrunner.runtime.future_call import FutureCall
 from taskrunner.runtime.traits import DEFAULT_TRAITS, TaskTraits
 
 if TYPE_CHECKING:
-    from taskrunner.runtime.executor import RunnerExecutor
     from taskrunner.runtime.repeating import RepeatingMode, RepeatingTaskHandle
     from taskrunner.runtime.task import Task
 
@@ -495,8 +495,6 @@ class TaskRunner(abc.ABC):
         traits=...)`` (see :mod:`taskrunner.runtime.executor`)."""
         view: RunnerExecutor | None = self.__dict__.get("_executor_view")
         if view is None:
-            from taskrunner.runtime.executor import RunnerExecutor
-
             # setdefault is atomic: racing first uses all get the same view.
             view = self.__dict__.setdefault("_executor_view", RunnerExecutor(self))
         return view

@@ -49,7 +49,7 @@ Thread-safety
 Every hook may be called from any thread at once and must return quickly: it
 runs on the scheduler's threads, sometimes under a pool's ``_flush_lock``, so
 it must not call back into the pool.  A hook that raises does not break the
-scheduler: the pool logs the first failure (ERROR, ``taskrunner.runtime.pool.threadpool``) and
+scheduler: the pool logs the first failure (ERROR, ``taskrunner.pool``) and
 goes on.  :class:`InProcessMetrics` never relies on the GIL: one lock guards
 its tables, and the hot path never reaches it (it sees one call per bulk
 push).

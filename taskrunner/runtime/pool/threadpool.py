@@ -95,7 +95,7 @@ class ThreadPool(PoolShutdown, WorkerLoop, DelayedPosting, PoolObservability, Ta
     built; with ``start=False`` they start at :meth:`start`, and tasks posted
     before then wait for it (nothing runs until it is called).  Exceptions raised by tasks
     never kill a worker: they go to ``error_handler(exc, task)`` (default: log
-    at ERROR on ``taskrunner.runtime.pool.threadpool`` with the task's name and traceback).
+    at ERROR on ``taskrunner.pool`` with the task's name and traceback).
     The poster's ``contextvars`` context is captured at post time and the task
     runs in it.  Every method may be called from any thread.
 
