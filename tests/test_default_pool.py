@@ -25,8 +25,8 @@ from taskrunner import (
     SequencedTaskRunner,
     SingleThreadTaskRunner,
     ThreadPool,
-    defaults,
 )
+from taskrunner.runtime import defaults
 
 WAIT = 10.0
 
