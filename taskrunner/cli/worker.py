@@ -152,7 +152,9 @@ def run_worker(
             )
             logging.shutdown()
             os._exit(FORCED_EXIT)
-    return 0
+    # A second signal that came before the drain began made the drain itself
+    # forceful; it may have ended before the loop above looked.  Still forceful.
+    return FORCED_EXIT if forceful.is_set() else 0
 
 
 def main(argv: list[str] | None = None) -> int:
