@@ -85,6 +85,7 @@ class ManagerCore:
     _pending_completions: list[tuple[RunningAttempt, bytes, Any]]
     _completion_flush_posted: bool
     _insert_flush_posted: bool
+    _inline_insert: bool = False  # a submitter is committing inline on its own thread
     _dispatch_posted: bool
     _claim_unknown: bool  # a claim failed, maybe after committing: adopt what we hold
     _abandoned: set[tuple[str, int]]  # attempts whose outcome write was given up
@@ -193,12 +194,28 @@ class ManagerCore:
         """Store ``jobs`` (one transaction), committed together with other
         submits waiting at the same time (group commit); waits for the ack.
 
+        Inline fast path: a submitter that finds no insert queued or being
+        written commits on its own thread, without the hop to the IO runner
+        and back (the store is thread-safe); submitters arriving meanwhile queue
+        up as usual and are committed together by the IO layer once it is done.
+        If the inline write fails with :class:`StoreError`, the jobs take the
+        queued path and the IO layer retries them as any other write.
+
         With ``timeout`` (seconds): if the jobs are not stored by then and no
         write of them is in progress (the write is waiting for its turn or for
         its next retry), they are withdrawn, nothing is stored and
         :class:`SubmitTimeoutError` is raised.  A write in progress at the
         deadline is waited for; if it lands, the jobs are stored and this
         returns normally."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            inline = not (self._inline_insert or self._insert_flush_posted or self._pending_inserts)
+            if inline:
+                self._inline_insert = True
+        if inline and self._insert_inline(jobs):
+            return
+        if end is not None:
+            timeout = max(end - time.monotonic(), 1e-6)
         future: Future[None] = Future()
         with self._lock:
             self._pending_inserts.append((jobs, future))
@@ -226,6 +243,27 @@ class ManagerCore:
                         )
                 self._changed.wait()  # its write is in progress: see how it ends
         future.result()
+
+    def _insert_inline(self, jobs: list[Job]) -> bool:
+        """Commit ``jobs`` on the caller's thread (``_inline_insert`` is set).
+
+        True once stored; False after a :class:`StoreError`, for the caller to
+        queue them for the IO layer's retries.  Other errors are raised."""
+        try:
+            if len(jobs) == 1:
+                self._store.insert(jobs[0])
+            else:
+                self._store.insert_many(jobs)
+        except StoreError as exc:
+            with self._lock:
+                self._stats["store_retries"] += 1
+            self._store_metric("insert", failed=False)
+            log.warning("store insert failed (%s); retrying on the IO layer", exc)
+            return False
+        finally:
+            with self._lock:
+                self._inline_insert = False
+        return True
 
     def _wake_waiters(self, _: object = None) -> None:
         """An insert finished or was put back: wake the submits past their deadline."""

@@ -17,8 +17,9 @@ single machine:
   receive buffer means that listener has wake-ups queued already.  A socket
   whose process died refuses the datagram (``ECONNREFUSED``) and is unlinked;
   a directory or socket we may not use (permissions) is skipped.  The listing
-  is cached and re-read when the directory's modification time changes, so a
-  poke costs one ``stat`` plus one ``sendto`` per listener.
+  is cached and re-read when the directory's modification time changes
+  (looked at every 20 ms at most), so a poke costs about one ``sendto`` per
+  listener.
 * **Listening.**  :class:`Listener` binds a socket in the directory and runs a
   thread that delivers each wake-up to a callback.  It also polls, adaptively:
   every ``min_poll`` seconds while its probe (the earliest pending job's due
@@ -68,6 +69,7 @@ HAVE_AF_UNIX: Final = hasattr(socket, "AF_UNIX")
 _MAX_SOCKET_PATH: Final = 100  # sun_path is 104-108 bytes; leave room for the NUL
 _SOCKET_NAME_LEN: Final = 32  # "<pid>-<16 hex>.sock", generously
 _STALE: Final = (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK)
+_RECHECK: Final = 0.02  # seconds between looks at the directory when poking
 
 Deliver = Callable[[float | None], None]
 
@@ -95,6 +97,7 @@ class WakeDirectory:
         self._lock = threading.Lock()
         self._names: tuple[str, ...] = ()
         self._mtime = -1
+        self._checked = -math.inf  # monotonic time of the last look at the directory
         self._sender: socket.socket | None = None
         self._own: set[str] = set()
         self._warned = False
@@ -108,10 +111,19 @@ class WakeDirectory:
             self._own.discard(name)
 
     def _listing(self) -> tuple[str, ...]:
-        """The socket names in the directory (cached by modification time); under _lock."""
+        """The socket names in the directory; under _lock.
+
+        Re-read when the directory's modification time changed, looked at no
+        more than every :data:`_RECHECK` seconds: a listener that starts in
+        between misses no job, since it looks at once and then polls."""
+        now = time.monotonic()
+        if now - self._checked < _RECHECK:
+            return self._names
+        self._checked = now
         try:
             mtime = os.stat(self.directory).st_mtime_ns
         except OSError:
+            self._names = ()
             return ()
         if mtime != self._mtime:
             try:
@@ -151,6 +163,7 @@ class WakeDirectory:
                     if exc.errno in _STALE:  # its process died without unlinking it
                         with contextlib.suppress(OSError):
                             os.unlink(path)
+                        self._names = tuple(n for n in self._names if n != name)
                     elif not self._warned:
                         self._warned = True
                         log.warning("cannot wake the job store listener %s: %s", path, exc)
