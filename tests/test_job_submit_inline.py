@@ -77,6 +77,8 @@ def test_submits_arriving_during_an_inline_commit_are_committed_together(
     first = threading.Thread(target=manager.submit, args=("noop",), name="first")
     first.start()
     assert store.entered.wait(WAIT)  # committing inline, held at the gate
+    io_busy = threading.Event()  # hold the IO layer too, so that the others all queue
+    manager._io_runner.post_task(lambda: io_busy.wait(WAIT))
     others = [
         threading.Thread(target=manager.submit, args=("noop",), name=f"other-{i}") for i in range(3)
     ]
@@ -84,6 +86,7 @@ def test_submits_arriving_during_an_inline_commit_are_committed_together(
         t.start()
     wait_for(lambda: len(manager._pending_inserts) == 3, "the others to queue")
     store.gate.set()
+    io_busy.set()
     for t in [first, *others]:
         t.join(WAIT)
         assert not t.is_alive()
