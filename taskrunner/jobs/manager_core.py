@@ -36,6 +36,7 @@ from taskrunner.jobs.handles import (
 from taskrunner.jobs.model import Job
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.store import JobStore
+from taskrunner.jobs.tx_enqueue import insert_in_transaction
 from taskrunner.metrics import Metrics
 from taskrunner.pool import ThreadPool
 from taskrunner.repeating import RepeatingTaskHandle
@@ -190,9 +191,16 @@ class ManagerCore:
 
     # ---- group commit of submits --------------------------------------------------------------
 
-    def _insert(self, jobs: list[Job], timeout: float | None = None) -> None:
+    def _insert(
+        self, jobs: list[Job], timeout: float | None = None, connection: object = None
+    ) -> None:
         """Store ``jobs`` (one transaction), committed together with other
         submits waiting at the same time (group commit); waits for the ack.
+
+        With ``connection``, the caller's open database connection, the jobs
+        are inserted in its transaction instead, on this thread, uncommitted
+        (:mod:`~taskrunner.jobs.tx_enqueue`); no retry: the caller's
+        transaction decides.
 
         Inline fast path: a submitter that finds no insert queued or being
         written commits on its own thread, without the hop to the IO runner
@@ -207,6 +215,9 @@ class ManagerCore:
         :class:`SubmitTimeoutError` is raised.  A write in progress at the
         deadline is waited for; if it lands, the jobs are stored and this
         returns normally."""
+        if connection is not None:
+            insert_in_transaction(self._store, connection, jobs)
+            return
         end = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             inline = not (self._inline_insert or self._insert_flush_posted or self._pending_inserts)

@@ -76,12 +76,13 @@ from taskrunner.jobs.sqlite_wake import (
     PendingProbe,
     Subscriptions,
     WakeDirectory,
+    pending_due,
     wake_directory_for,
 )
-from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import (
     FaultInjector,
 )
+from taskrunner.jobs.tx_enqueue import check_sqlite_connection, sqlite_savepoint
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "Migration", "SQLiteJobStore"]
 
@@ -194,13 +195,6 @@ def _claim_sql(of_type: bool) -> str:
         f"{_SELECT} INDEXED BY jobs_claim_by_type WHERE state = 'pending' AND type = ?"
         " AND run_at <= ? ORDER BY priority DESC, run_at, created_at, id LIMIT ?"
     )
-
-
-def _made_pending(result: object) -> float | None:
-    """The earliest due time among the jobs a write left pending (``inf`` if none)."""
-    jobs = result if isinstance(result, list) else [result]
-    dues = [job.run_at for job in jobs if isinstance(job, Job) and job.state is JobState.PENDING]
-    return min(dues) if dues else math.inf
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -449,7 +443,7 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
             self._check_open()
             result = self._retrying(operation, attempt)
         if operation in _WAKING:
-            due = _made_pending(result)
+            due = pending_due(result)
             if due != math.inf:
                 self.announce(due)
         return result
@@ -478,6 +472,21 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
         self._transaction("insert", insert)
         if batch:
             self.announce(min(job.run_at for job in batch))
+
+    def insert_in(self, connection: object, jobs: Sequence[Job]) -> None:
+        """Insert new ``jobs`` through ``connection`` (a ``sqlite3.Connection`` to this
+        file) in its open transaction, without committing: see
+        :mod:`~taskrunner.jobs.tx_enqueue`.  Call :meth:`announce` after committing."""
+        conn = check_sqlite_connection(self._path, connection)
+        self._check_open()  # not under _lock: a claim may hold it, waiting for the caller's commit
+        batch = self._checked_new(jobs)
+        tx = _Tx(conn, "insert", self._fault_injector)
+        with sqlite_savepoint(conn):  # all of the batch or none of it
+            for job in batch:
+                try:
+                    tx.write(_INSERT, _job_params(job))
+                except sqlite3.IntegrityError as exc:
+                    raise _duplicate(tx, job, exc, inserting=True) from exc
 
     # ------------------------------------------------------------ the dialect
 

@@ -52,12 +52,16 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from taskrunner.jobs.model import Job
+from taskrunner.jobs.states import JobState
+
 __all__ = [
     "HAVE_AF_UNIX",
     "Listener",
     "PendingProbe",
     "Subscriptions",
     "WakeDirectory",
+    "pending_due",
     "wake_directory_for",
 ]
 
@@ -72,6 +76,14 @@ _STALE: Final = (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK)
 _RECHECK: Final = 0.02  # seconds between looks at the directory when poking
 
 Deliver = Callable[[float | None], None]
+
+
+def pending_due(result: object) -> float:
+    """The earliest due time among the jobs (a job, or a list) a write left pending;
+    ``inf`` if it left none (nothing to wake anyone for)."""
+    jobs = result if isinstance(result, list) else [result]
+    dues = [job.run_at for job in jobs if isinstance(job, Job) and job.state is JobState.PENDING]
+    return min(dues) if dues else math.inf
 
 
 def wake_directory_for(db_path: str) -> str:
