@@ -202,3 +202,20 @@ def test_a_manager_runs_a_job_another_process_submitted(tmp_path: Path) -> None:
             assert ran.wait(30)
         finally:
             manager.shutdown()
+
+
+@needs_unix
+def test_wake_ups_that_queued_up_keep_each_future_due_time(tmp_path: Path) -> None:
+    """A listener that fell behind delivers "now" once, then each distinct later due time
+    (a delayed job poked behind a due one must not be lost in a minimum)."""
+    wake = WakeDirectory(wake_directory_for(str(tmp_path / "jobs.db")))
+    probe = sqlite_wake.PendingProbe(str(tmp_path / "jobs.db"), 1.0)
+    listener = sqlite_wake.Listener(wake, probe, lambda due: None)  # not started
+    poker = WakeDirectory(wake.directory)
+    later = time.time() + 3600
+    for due in (time.time() - 1, later, None, later + 1, later):
+        assert poker.poke(due) == 1
+    assert listener._receive(5.0) == [None, later, later + 1]
+    listener.stop()
+    poker.close()
+    wake.close()

@@ -73,6 +73,7 @@ HAVE_AF_UNIX: Final = hasattr(socket, "AF_UNIX")
 _MAX_SOCKET_PATH: Final = 100  # sun_path is 104-108 bytes; leave room for the NUL
 _SOCKET_NAME_LEN: Final = 32  # "<pid>-<16 hex>.sock", generously
 _STALE: Final = (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK)
+_MAX_FUTURE: Final = 64  # distinct future due times delivered per wake-up
 _RECHECK: Final = 0.02  # seconds between looks at the directory when poking
 
 Deliver = Callable[[float | None], None]
@@ -272,11 +273,12 @@ class Listener:
         next_probe = time.monotonic() + interval
         while not self._stop.is_set():
             wait = max(0.0, next_probe - time.monotonic())
-            woken, due = self._receive(wait)
+            woken = self._receive(wait)
             if self._stop.is_set():
                 break
-            if woken:
-                self._safe_deliver(due)
+            if woken is not None:
+                for due in woken:
+                    self._safe_deliver(due)
                 continue
             if time.monotonic() < next_probe:
                 continue
@@ -292,28 +294,33 @@ class Listener:
                 interval = min(interval * 2, self._max_poll)
             next_probe = time.monotonic() + interval
 
-    def _receive(self, wait: float) -> tuple[bool, float | None]:
-        """Wait up to ``wait`` s for wake-ups; (whether any came, the earliest due time)."""
+    def _receive(self, wait: float) -> list[float | None] | None:
+        """Wait up to ``wait`` s for wake-ups; None if none came, else what to deliver.
+
+        Wake-ups that queued up are delivered together: one "now" (``None``) for
+        all those already due, then each distinct future due time (up to
+        :data:`_MAX_FUTURE`; the adaptive poll finds the others when they are due)."""
         sock = self._sock
         if sock is None:
             self._stop.wait(wait)
-            return False, None
+            return None
         sock.settimeout(wait)
         try:
             first = sock.recv(64)
         except TimeoutError:
-            return False, None
+            return None
         except OSError:
             self._stop.wait(wait)
-            return False, None
+            return None
         dues = [_decode(first)]
         sock.setblocking(False)
         with contextlib.suppress(OSError):
-            while len(dues) < 1024:  # drain what queued up: one delivery for all
+            while len(dues) < 1024:  # drain what queued up
                 dues.append(_decode(sock.recv(64)))
-        if any(due is None for due in dues):
-            return True, None
-        return True, min(d for d in dues if d is not None)
+        now = time.time()
+        future = sorted({d for d in dues if d is not None and d > now})[:_MAX_FUTURE]
+        due_now = any(d is None or d <= now for d in dues)
+        return ([None] if due_now else []) + list(future)
 
     def _safe_deliver(self, due: float | None) -> None:
         try:
