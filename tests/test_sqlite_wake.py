@@ -23,6 +23,8 @@ from taskrunner.jobs import JobManager, SQLiteJobStore, sqlite_wake
 from taskrunner.jobs.model import new_job
 from taskrunner.jobs.sqlite_wake import WakeDirectory, wake_directory_for
 
+pytestmark = [pytest.mark.thread_unsafe(reason="files, sockets and a monkeypatched module flag")]
+
 needs_unix = pytest.mark.skipif(not sqlite_wake.HAVE_AF_UNIX, reason="no AF_UNIX")
 
 
