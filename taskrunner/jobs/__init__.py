@@ -15,7 +15,12 @@ The pieces, bottom up:
   when first used);
 * :mod:`~taskrunner.jobs.rules` and :mod:`~taskrunner.jobs.base_store`: what
   the three stores share (the argument checks and per-job rules, and the
-  public methods written once over each store's primitives).
+  public methods written once over each store's primitives);
+* :mod:`~taskrunner.jobs.sqlite_wake`: the SQLite store's wake-ups across
+  processes (Unix datagram sockets beside the file, an adaptive poll behind);
+* :mod:`~taskrunner.jobs.tx_enqueue` (and :mod:`~taskrunner.jobs.postgres_enqueue`):
+  transactional enqueue, ``submit(..., connection=conn)`` in the caller's own
+  transaction.
 
 The job manager that runs jobs on the thread pool is built on these.
 """

@@ -205,8 +205,12 @@ class BaseJobStore(ABC):
     def insert(self, job: Job) -> None:
         self.insert_many([job])
 
+    def _checked_new(self, jobs: Sequence[Job]) -> list[Job]:
+        """``jobs`` checked as new jobs this storage can hold (``insert_many``'s checks)."""
+        return [self._storable(check_new_job(job)) for job in jobs]
+
     def insert_many(self, jobs: Sequence[Job]) -> None:
-        batch = [self._storable(check_new_job(job)) for job in jobs]
+        batch = self._checked_new(jobs)
         if not batch:
             self._ensure_open()
             return

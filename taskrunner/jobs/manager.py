@@ -324,8 +324,13 @@ class JobManager(Registry, Attempts):
         cancel_token: CancelToken | None = None,
         deadline: float | None = None,
         store_timeout: float | None = None,
+        connection: object = None,
     ) -> JobHandle:
         """Store a job durably, then schedule it; returns once it is stored.
+
+        ``connection``: the application's open ``sqlite3``/psycopg connection to
+        the store's database; the job is inserted in its transaction, uncommitted,
+        and runs only once the caller commits (README "Transactional enqueue").
 
         ``delay`` (seconds from now) or ``run_at`` (epoch seconds) defers it.
         ``cancel_token``: cancelling it cancels the job.  ``deadline`` (epoch
@@ -356,13 +361,13 @@ class JobManager(Registry, Attempts):
         )
         if self._otel is None:
             job, due_ns = self._build(spec, self._clock.now_ns())
-            self._insert([job], store_timeout)
+            self._insert([job], store_timeout, connection)
         else:
             with self._otel.job_submit_span(
                 job_type, job_id, tracer_provider=self._tracer_provider
             ):
                 job, due_ns = self._build(spec, self._clock.now_ns())
-                self._insert([job], store_timeout)
+                self._insert([job], store_timeout, connection)
         return self._track(job, cancel_token, deadline, due_ns)
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:

@@ -35,6 +35,7 @@ from taskrunner.jobs.handles import (
 from taskrunner.jobs.model import Job
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.store import JobStore
+from taskrunner.jobs.tx_enqueue import insert_in_transaction
 from taskrunner.runtime.clock import Clock
 from taskrunner.runtime.metrics import Metrics
 from taskrunner.runtime.pool import ThreadPool
@@ -85,6 +86,7 @@ class ManagerCore:
     _pending_completions: list[tuple[RunningAttempt, bytes, Any]]
     _completion_flush_posted: bool
     _insert_flush_posted: bool
+    _inline_insert: bool = False  # a submitter is committing inline on its own thread
     _dispatch_posted: bool
     _claim_unknown: bool  # a claim failed, maybe after committing: adopt what we hold
     _abandoned: set[tuple[str, int]]  # attempts whose outcome write was given up
@@ -189,9 +191,23 @@ class ManagerCore:
 
     # ---- group commit of submits --------------------------------------------------------------
 
-    def _insert(self, jobs: list[Job], timeout: float | None = None) -> None:
+    def _insert(
+        self, jobs: list[Job], timeout: float | None = None, connection: object = None
+    ) -> None:
         """Store ``jobs`` (one transaction), committed together with other
         submits waiting at the same time (group commit); waits for the ack.
+
+        With ``connection``, the caller's open database connection, the jobs
+        are inserted in its transaction instead, on this thread, uncommitted
+        (:mod:`~taskrunner.jobs.tx_enqueue`); no retry: the caller's
+        transaction decides.
+
+        Inline fast path: a submitter that finds no insert queued or being
+        written commits on its own thread, without the hop to the IO runner
+        and back (the store is thread-safe); submitters arriving meanwhile queue
+        up as usual and are committed together by the IO layer once it is done.
+        If the inline write fails with :class:`StoreError`, the jobs take the
+        queued path and the IO layer retries them as any other write.
 
         With ``timeout`` (seconds): if the jobs are not stored by then and no
         write of them is in progress (the write is waiting for its turn or for
@@ -199,6 +215,18 @@ class ManagerCore:
         :class:`SubmitTimeoutError` is raised.  A write in progress at the
         deadline is waited for; if it lands, the jobs are stored and this
         returns normally."""
+        if connection is not None:
+            insert_in_transaction(self._store, connection, jobs)
+            return
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            inline = not (self._inline_insert or self._insert_flush_posted or self._pending_inserts)
+            if inline:
+                self._inline_insert = True
+        if inline and self._insert_inline(jobs):
+            return
+        if end is not None:
+            timeout = max(end - time.monotonic(), 1e-6)
         future: Future[None] = Future()
         with self._lock:
             self._pending_inserts.append((jobs, future))
@@ -226,6 +254,27 @@ class ManagerCore:
                         )
                 self._changed.wait()  # its write is in progress: see how it ends
         future.result()
+
+    def _insert_inline(self, jobs: list[Job]) -> bool:
+        """Commit ``jobs`` on the caller's thread (``_inline_insert`` is set).
+
+        True once stored; False after a :class:`StoreError`, for the caller to
+        queue them for the IO layer's retries.  Other errors are raised."""
+        try:
+            if len(jobs) == 1:
+                self._store.insert(jobs[0])
+            else:
+                self._store.insert_many(jobs)
+        except StoreError as exc:
+            with self._lock:
+                self._stats["store_retries"] += 1
+            self._store_metric("insert", failed=False)
+            log.warning("store insert failed (%s); retrying on the IO layer", exc)
+            return False
+        finally:
+            with self._lock:
+                self._inline_insert = False
+        return True
 
     def _wake_waiters(self, _: object = None) -> None:
         """An insert finished or was put back: wake the submits past their deadline."""

@@ -109,6 +109,7 @@ from taskrunner.jobs.errors import (
     StoreError,
 )
 from taskrunner.jobs.model import Job
+from taskrunner.jobs.postgres_enqueue import pg_insert_in
 from taskrunner.jobs.postgres_listen import Listener
 from taskrunner.jobs.postgres_schema import (
     DEFAULT_SCHEMA,
@@ -227,13 +228,14 @@ class PostgresJobStore(SqlJobStore[PgTx]):
         self._fault_injector = fault_injector
         self._sql = PgSql(self._schema)
         self._table = self._sql.jobs
-        # _lock guards _closed, _subscribers, _next_subscriber and _listener.  It is never
+        # _lock guards _closed, _subscribers, _next_subscriber, _listener and _database.  Never
         # held while talking to the database or calling a subscriber.
         self._lock = threading.Lock()
         self._closed = False
         self._subscribers: dict[int, Subscriber] = {}
         self._next_subscriber = 0
         self._listener: Listener | None = None
+        self._database: tuple[str, int] | None = None  # (name, port), for insert_in
         # The pool is itself thread-safe; it is closed once, by close().
         self._pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
             self._dsn,
@@ -404,6 +406,22 @@ class PostgresJobStore(SqlJobStore[PgTx]):
             return None
 
         return self._read("insert", find)
+
+    def insert_in(self, connection: object, jobs: Sequence[Job]) -> None:
+        """Insert new ``jobs`` through ``connection`` (a psycopg connection to this
+        database) in its open transaction, uncommitted; workers are notified at
+        its commit.  See :mod:`~taskrunner.jobs.postgres_enqueue`."""
+        self._check_open()
+        batch = self._checked_new(jobs)
+        with self._lock:
+            database = self._database
+        if database is None:
+            database = self._with_connection(
+                "insert", lambda conn: (conn.info.dbname, conn.info.port)
+            )
+            with self._lock:
+                self._database = database
+        pg_insert_in(connection, database, self._sql, self._fault_injector, batch)
 
     # ------------------------------------------------------------ the dialect
 

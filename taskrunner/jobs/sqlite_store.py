@@ -37,6 +37,12 @@ A row that cannot be decoded into a valid :class:`Job` raises
 included) with the operation's name; whatever it raises rolls the transaction
 back and surfaces as :class:`StoreError`.
 
+Wake-ups: a commit that makes jobs pending (insert, retry, a failure with a
+retry, snooze, recovery) pokes the listeners of the same file in every process
+(:meth:`SQLiteJobStore.announce`, through the Unix datagram sockets of
+:mod:`~taskrunner.jobs.sqlite_wake`); :meth:`SQLiteJobStore.subscribe` is how
+a job manager listens, with an adaptive poll as the fallback.
+
 The SQL it shares with PostgreSQL (reads, claims, renewals, changes,
 recovery) is :class:`~taskrunner.jobs.sql_store.SqlJobStore`'s; this module
 keeps the SQLite dialect: the connection, ``BEGIN IMMEDIATE`` and busy retries,
@@ -66,9 +72,17 @@ from taskrunner.jobs.model import (
 )
 from taskrunner.jobs.sql_rows import decode_row, job_values
 from taskrunner.jobs.sql_store import SqlJobStore
+from taskrunner.jobs.sqlite_wake import (
+    PendingProbe,
+    Subscriptions,
+    WakeDirectory,
+    pending_due,
+    wake_directory_for,
+)
 from taskrunner.jobs.store import (
     FaultInjector,
 )
+from taskrunner.jobs.tx_enqueue import check_sqlite_connection, sqlite_savepoint
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "Migration", "SQLiteJobStore"]
 
@@ -161,6 +175,7 @@ _UPDATE: Final = (
     "UPDATE jobs SET " + ", ".join(f"{name} = ?" for name in JOB_FIELDS[1:]) + " WHERE id = ?"
 )
 _CHUNK: Final = 500  # ids per IN (...) list, well under SQLite's variable limit
+_WAKING: Final = frozenset({"fail", "snooze", "retry", "recover_expired"})
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
 
@@ -321,6 +336,15 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
         # _lock guards _conn and _closed: each operation runs entirely under it.
         self._lock = threading.Lock()
         self._closed = False
+        private = self._path == ":memory:" or self._path.startswith("file:")
+        self._wake = None if private else WakeDirectory(wake_directory_for(self._path))
+        # A private database is probed through this store (its own connection cannot see it).
+        self._subscriptions = Subscriptions(
+            self._wake,
+            lambda: PendingProbe(
+                self._path, self._busy_timeout, self.next_due if private else None
+            ),
+        )
         try:
             self._conn = sqlite3.connect(
                 self._path,
@@ -417,7 +441,12 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
 
         with self._lock:
             self._check_open()
-            return self._retrying(operation, attempt)
+            result = self._retrying(operation, attempt)
+        if operation in _WAKING:
+            due = pending_due(result)
+            if due != math.inf:
+                self.announce(due)
+        return result
 
     def _read(self, operation: str, body: Callable[[_Tx], T]) -> T:
         """Run ``body``, which only reads, with busy retries."""
@@ -441,6 +470,23 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
                     raise _duplicate(tx, job, exc, inserting=True) from exc
 
         self._transaction("insert", insert)
+        if batch:
+            self.announce(min(job.run_at for job in batch))
+
+    def insert_in(self, connection: object, jobs: Sequence[Job]) -> None:
+        """Insert new ``jobs`` through ``connection`` (a ``sqlite3.Connection`` to this
+        file) in its open transaction, without committing: see
+        :mod:`~taskrunner.jobs.tx_enqueue`.  Call :meth:`announce` after committing."""
+        conn = check_sqlite_connection(self._path, connection)
+        self._check_open()  # not under _lock: a claim may hold it, waiting for the caller's commit
+        batch = self._checked_new(jobs)
+        tx = _Tx(conn, "insert", self._fault_injector)
+        with sqlite_savepoint(conn):  # all of the batch or none of it
+            for job in batch:
+                try:
+                    tx.write(_INSERT, _job_params(job))
+                except sqlite3.IntegrityError as exc:
+                    raise _duplicate(tx, job, exc, inserting=True) from exc
 
     # ------------------------------------------------------------ the dialect
 
@@ -461,10 +507,47 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
         return _claim_sql(of_type)
 
     def close(self) -> None:
+        """Close the connection and stop the wake-up listener.  Idempotent."""
+        self._subscriptions.close()
+        if self._wake is not None:
+            self._wake.close()
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+
+    # ------------------------------------------------------------ wake-ups (sqlite_wake)
+
+    def announce(self, due_at: float | None = None) -> None:
+        """Tell every listener of this file, in any process, that jobs became pending.
+
+        The store calls it after each commit that makes jobs pending; call it
+        yourself after committing a transactional enqueue (``submit(...,
+        connection=conn)``), whose commit the store cannot see.  ``due_at`` is
+        the earliest due time (``None``: now).  Best effort, never raises."""
+        if self._wake is not None:
+            self._wake.poke(due_at)
+        self._subscriptions.deliver(due_at)
+
+    def subscribe(self, callback: Callable[[float | None], None]) -> Callable[[], None]:
+        """Call ``callback(due_at)`` when jobs become pending in this file; returns an unsubscribe.
+
+        As :meth:`PostgresJobStore.subscribe
+        <taskrunner.jobs.postgres_store.PostgresJobStore.subscribe>`: ``due_at``
+        is the earliest due time of the jobs, ``None`` means "look now".  Wake-ups
+        come from this store's own writes and, through the sockets of
+        :mod:`~taskrunner.jobs.sqlite_wake`, from other processes' stores on the
+        same file; the listener thread also polls adaptively (every 50 ms while
+        it finds due jobs, backing off to 1 s).  Callbacks run one at a time on
+        the listener thread or the writing thread: they must be quick; an
+        exception is logged and ignored.  The first subscription starts the
+        listener, the last unsubscribe stops it.  ``ClosedError`` after close."""
+        self._ensure_open()
+        return self._subscriptions.subscribe(callback)
+
+    def wait_listening(self, timeout: float | None = None) -> bool:
+        """Wait until the listener runs (True) or ``timeout`` passes; False if none subscribed."""
+        return self._subscriptions.wait_listening(timeout)
 
     # ------------------------------------------------------------ extras
 
