@@ -206,7 +206,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_jobs(path: Path) -> None:
             "old",
             "traced",
         ]
-    assert columns(path)[-2:] == ["trace_context", "cancel_requested"]
+    assert columns(path)[-3:] == ["trace_context", "cancel_requested", "queue"]
 
 
 def test_a_failed_migration_leaves_the_file_as_it_was(path: Path) -> None:

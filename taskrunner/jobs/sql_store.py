@@ -39,6 +39,7 @@ from taskrunner.jobs.errors import (
     UnknownJobError,
 )
 from taskrunner.jobs.model import JOB_FIELDS, Job, check_time
+from taskrunner.jobs.queues import QueueInfo, queue_info, take_by_queue
 from taskrunner.jobs.rules import (
     after_claim,
     after_complete_many,
@@ -95,6 +96,10 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
     _mark: str
     #: The jobs table, as SQL names it.
     _table: str
+    #: The table of paused (and resumed) queues, as SQL names it.
+    _queues_table: str
+    #: Names the (queue, type, claim order) index in a query, where the planner needs telling.
+    _queue_index: str
     #: Appended to a query whose rows will be changed: locks them (or nothing).
     _for_update: str
     #: Appended to a query of rows racing claimers may hold: locks the free ones.
@@ -193,12 +198,50 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
         count: int = self._read("count_jobs", lambda tx: tx.rows(sql, params)[0][0])
         return count
 
+    def _queue_claim_query(self, of_type: bool) -> str:
+        """Due jobs of one queue in claim order: parameters ``(queue, [type,] now, limit)``."""
+        m = self._mark
+        return (
+            f"{self._select}{self._queue_index if of_type else ''}"
+            f" WHERE state = 'pending' AND queue = {m}"
+            f"{f' AND type = {m}' if of_type else ''} AND run_at <= {m}"
+            f" ORDER BY priority DESC, run_at, created_at, id LIMIT {m}{self._skip_locked}"
+        )
+
+    def _paused(self, tx: TxT) -> set[str]:
+        rows = tx.rows(f"SELECT name FROM {self._queues_table} WHERE paused = TRUE")
+        return {str(row[0]) for row in rows}
+
     def _claim_due(
-        self, owner: str, now: float, limit: int, lease: float, types: frozenset[str] | None
+        self,
+        owner: str,
+        now: float,
+        limit: int,
+        lease: float,
+        types: frozenset[str] | None,
+        queues: Mapping[str, int] | None,
     ) -> list[Job]:
         def claim(tx: TxT) -> list[Job]:
-            if types is None:
+            if queues is not None:
+                # One ordered index range per (queue, type), merged into the claim
+                # order, then each queue's cap applied.  Paused queues are skipped.
+                paused = self._paused(tx)
+                caps = {q: n for q, n in queues.items() if q not in paused}
+                found = [
+                    job
+                    for queue in sorted(caps)
+                    for name in (sorted(types) if types is not None else [None])
+                    for job in tx.jobs(
+                        self._queue_claim_query(name is not None),
+                        (queue, now, min(caps[queue], limit))
+                        if name is None
+                        else (queue, name, now, min(caps[queue], limit)),
+                    )
+                ]
+                due = take_by_queue(sorted(found, key=claim_order_key), caps, limit)
+            elif types is None:
                 found = tx.jobs(self._claim_query(False), (now, limit))
+                due = sorted(found, key=claim_order_key)[:limit]
             else:
                 # One ordered index range per type (no sort of every pending job),
                 # merged into the claim order.  Rows a dialect locked here but did
@@ -208,7 +251,7 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
                     for name in sorted(types)
                     for job in tx.jobs(self._claim_query(True), (name, now, limit))
                 ]
-            due = sorted(found, key=claim_order_key)[:limit]
+                due = sorted(found, key=claim_order_key)[:limit]
             changes = [(job, after_claim(job, owner, now, lease)) for job in due]
             tx.update_many(changes)
             return [new for _, new in changes]
@@ -244,6 +287,66 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
             )
 
         return self._transaction("renew_leases", renew)
+
+    def _set_paused(self, queue: str, paused: bool, now: float) -> bool:
+        m, table = self._mark, self._queues_table
+
+        def body(tx: TxT) -> bool:
+            rows = tx.rows(
+                f"SELECT paused FROM {table} WHERE name = {m}{self._for_update}", (queue,)
+            )
+            before = bool(rows[0][0]) if rows else False
+            tx.write(
+                f"INSERT INTO {table} (name, paused, updated_at) VALUES ({m}, {m}, {m})"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET paused = excluded.paused, updated_at = excluded.updated_at",
+                (queue, paused, now),
+            )
+            if before and not paused:
+                self._resumed(tx, now)
+            return before != paused
+
+        return self._transaction("pause_queue" if paused else "resume_queue", body)
+
+    def _resumed(self, tx: TxT, now: float) -> None:
+        """A queue was resumed in ``tx``: a dialect that can wake workers does so."""
+
+    def _list_queues(self, now: float) -> list[QueueInfo]:
+        def read(tx: TxT) -> list[QueueInfo]:
+            counts = tx.rows(
+                f"SELECT queue, state, count(*),"
+                f" min(CASE WHEN state = 'pending' AND run_at <= {self._mark} THEN run_at END)"
+                f" FROM {self._table} WHERE state IN ('pending', 'running')"
+                " GROUP BY queue, state",
+                (now,),
+            )
+            flags = tx.rows(f"SELECT name, paused FROM {self._queues_table}")
+            return self._queue_infos(counts, flags, now)
+
+        return self._read("list_queues", read)
+
+    @staticmethod
+    def _queue_infos(counts: list[Any], flags: list[Any], now: float) -> list[QueueInfo]:
+        pending: dict[str, int] = {}
+        running: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        for queue, state, count, first in counts:
+            (pending if state == "pending" else running)[queue] = int(count)
+            if first is not None:
+                oldest[queue] = float(first)
+        paused = {str(name): bool(flag) for name, flag in flags}
+        names = sorted({*pending, *running, *paused})
+        return [
+            queue_info(
+                name,
+                pending.get(name, 0),
+                running.get(name, 0),
+                oldest.get(name),
+                paused.get(name, False),
+                now,
+            )
+            for name in names
+        ]
 
     def _change(self, operation: str, job_id: str, change: Callable[[Job], Job]) -> Job:
         def body(tx: TxT) -> Job:
