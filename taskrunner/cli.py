@@ -1,4 +1,4 @@
-"""The ``taskrunner`` command line: demo, worker, jobs, bench, db, dashboard.
+"""The ``taskrunner`` command line: demo, worker, jobs, bench, db, dashboard, queues.
 
 Exit codes
 ----------
@@ -140,6 +140,7 @@ def _types(values: Sequence[str] | None) -> list[str] | None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``taskrunner`` argument parser (every command, every option)."""
     from taskrunner import __version__
+    from taskrunner.jobs import queue_command
 
     parser = _Parser(
         prog="taskrunner",
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    queue_command.add_worker_option(worker)
     worker.set_defaults(run=_cmd_worker)
 
     jobs = commands.add_parser(
@@ -388,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     from taskrunner.dashboard import command as dashboard_command
 
     dashboard_command.add_parser(commands, _store_options)
+    queue_command.add_parser(commands, _store_options)
     return parser
 
 
@@ -480,8 +483,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     def app(manager: JobManager) -> None:
         register(manager)
         types = ", ".join(manager.job_types) or "none"
+        queues = ",".join(f"{q}:{n}" for q, n in manager.queues.items())
         print(
-            f"taskrunner worker (pid {os.getpid()}) on {where}: handlers {types}; "
+            f"taskrunner worker (pid {os.getpid()}) on {where}: handlers {types}; queues {queues}; "
             "SIGINT/SIGTERM stops gracefully, a second one at once",
             file=sys.stderr,
             flush=True,
@@ -498,6 +502,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             poll_interval=args.poll,
             grace=args.grace,
             synchronous=args.synchronous,
+            queues=args.queues,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -567,6 +572,7 @@ def _print_jobs(jobs: Sequence[Job]) -> None:
         (
             j.id,
             j.type,
+            j.queue,
             j.state.value + (" (cancel requested)" if j.cancel_requested else ""),
             f"{j.attempt}/{j.max_attempts}",
             j.priority,
@@ -576,8 +582,18 @@ def _print_jobs(jobs: Sequence[Job]) -> None:
         )
         for j in jobs
     ]
-    headers = ["ID", "TYPE", "STATE", "ATTEMPT", "PRI", "CREATED", "FINISHED", "LAST ERROR"]
-    print(format_table(headers, rows, right=(3, 4)))
+    headers = [
+        "ID",
+        "TYPE",
+        "QUEUE",
+        "STATE",
+        "ATTEMPT",
+        "PRI",
+        "CREATED",
+        "FINISHED",
+        "LAST ERROR",
+    ]
+    print(format_table(headers, rows, right=(4, 5)))
 
 
 def _select(store: JobStore, args: argparse.Namespace, limit: int | None) -> Iterator[Job]:

@@ -30,6 +30,8 @@ __all__ = [
     "check_claim_queues",
     "check_queue",
     "check_queue_limits",
+    "claim_room",
+    "filled",
     "parse_queue_spec",
     "take_by_queue",
 ]
@@ -156,6 +158,25 @@ def take_by_queue(ordered: Iterable[J], caps: Mapping[str, int], limit: int) -> 
             left[job.queue] -= 1
             taken.append(job)
     return taken
+
+
+def claim_room(limits: Mapping[str, int], busy_queues: Iterable[str]) -> dict[str, int]:
+    """How many more jobs of each queue of ``limits`` may start while jobs of
+    ``busy_queues`` (one name per running job) run; queues without room left out."""
+    busy: dict[str, int] = {}
+    for queue in busy_queues:
+        busy[queue] = busy.get(queue, 0) + 1
+    room = {queue: limit - busy.get(queue, 0) for queue, limit in limits.items()}
+    return {queue: left for queue, left in room.items() if left > 0}
+
+
+def filled(jobs: Iterable[_Queued], room: Mapping[str, int]) -> bool:
+    """True if claiming ``jobs`` used up the ``room`` of one of the queues (there may
+    be more due jobs there, to claim once room is freed)."""
+    taken: dict[str, int] = {}
+    for job in jobs:
+        taken[job.queue] = taken.get(job.queue, 0) + 1
+    return any(taken.get(queue, 0) >= left for queue, left in room.items())
 
 
 @dataclass(frozen=True, slots=True)
