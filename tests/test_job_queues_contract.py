@@ -13,7 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_job_store_contract import LEASE, STORE_KINDS, T0, Faults, ids, make_store, mk
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import invariant, rule
+from test_job_store_contract import (
+    _HYPOTHESIS_DIR,
+    JOB_SPECS,
+    LEASE,
+    STEPS,
+    STORE_KINDS,
+    T0,
+    Faults,
+    StoresAgree,
+    ids,
+    make_store,
+    mk,
+)
 
 from taskrunner.jobs import JobState, JobStore, SQLiteJobStore, StoreError, new_job
 from taskrunner.jobs.queues import (
@@ -236,3 +251,111 @@ def test_a_version_3_sqlite_file_is_migrated_and_its_jobs_are_in_the_default_que
         assert store.pragmas()["user_version"] >= 4
         assert store.get("old").queue == "default"
         assert claim(store, queues={"default": 1}) == ["old"]
+
+
+# ---------------------------------------------------------------- the memory model agrees
+
+QUEUES = st.sampled_from(["default", "a", "b"])
+
+
+class QueuesAgree(StoresAgree):
+    """The stores-agree machine, plus jobs in several queues, pauses and per-queue claims."""
+
+    @rule(dt=STEPS, specs=st.lists(JOB_SPECS, min_size=1, max_size=3), queue=QUEUES)
+    def insert_queued(
+        self, dt: float, specs: list[tuple[int, float, str | None, int]], queue: str
+    ) -> None:
+        self.now += dt
+        jobs = [
+            mk(
+                f"j{self.count + i}",
+                now=self.now,
+                priority=priority,
+                run_at=self.now + delay,
+                idempotency_key=key,
+                max_attempts=attempts,
+                queue=queue,
+            )
+            for i, (priority, delay, key, attempts) in enumerate(specs)
+        ]
+        if self.both(lambda s: s.insert_many(jobs))[0] == "ok":
+            self.count += len(jobs)
+
+    @rule(dt=STEPS, queue=QUEUES, pause=st.booleans())
+    def pause(self, dt: float, queue: str, pause: bool) -> None:
+        self.now += dt
+        if pause:
+            self.both(lambda s: s.pause_queue(queue, self.now))
+        else:
+            self.both(lambda s: s.resume_queue(queue, self.now))
+
+    @rule(
+        dt=STEPS,
+        owner=st.sampled_from(["w1", "w2"]),
+        caps=st.dictionaries(QUEUES, st.integers(0, 2), max_size=3),
+        limit=st.integers(1, 3),
+        typed=st.booleans(),
+    )
+    def claim_queues(
+        self, dt: float, owner: str, caps: dict[str, int], limit: int, typed: bool
+    ) -> None:
+        self.now += dt
+        types = ["t"] if typed else None
+        self.both(
+            lambda s: s.claim_due(
+                owner, self.now, limit=limit, lease_seconds=self.LEASE, types=types, queues=caps
+            )
+        )
+
+    @invariant()
+    def same_queues(self) -> None:
+        if self.stores:
+            self.both(lambda s: s.list_queues(self.now))
+
+
+def test_memory_and_sqlite_stores_agree_on_queues(tmp_path: Path) -> None:
+    _HYPOTHESIS_DIR[:] = [str(tmp_path)]
+    QueuesAgree.TestCase.settings = settings(
+        max_examples=60,
+        stateful_step_count=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    QueuesAgree.TestCase().runTest()
+
+
+# ---------------------------------------------------------------- the claim reads its index
+
+
+def test_sqlite_claim_by_queue_and_type_reads_the_queue_index(tmp_path: Path) -> None:
+    with SQLiteJobStore(tmp_path / "q.db") as store:
+        sql = store._queue_claim_query(True)
+        with sqlite3.connect(tmp_path / "q.db") as other:
+            plan = other.execute("EXPLAIN QUERY PLAN " + sql, ("mail", "t", 0.0, 5)).fetchall()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "USING INDEX jobs_claim_by_queue (queue=? AND type=?)" in details, details
+    assert "TEMP B-TREE" not in details, details  # read in claim order: nothing sorted
+
+
+def test_postgres_claim_by_queue_and_type_reads_the_queue_index() -> None:
+    import psycopg
+    from pg_fixture import new_schema, require_dsn
+
+    from taskrunner.jobs import PostgresJobStore
+
+    dsn, schema = require_dsn(), new_schema()
+    with PostgresJobStore(dsn, schema=schema) as store:
+        store.insert_many([mk(f"x{n:05d}", queue="bulk") for n in range(5000)])
+        store.insert_many(
+            [mk(f"y{n:05d}", queue=f"q{n % 2}", type=f"t{n % 3}") for n in range(2000)]
+        )
+        with psycopg.connect(dsn, autocommit=True) as raw:
+            raw.execute(f'ANALYZE "{schema}".jobs')
+            sql = store._queue_claim_query(True).replace("%s", "{}")
+            sql = sql.format("'q1'", "'t1'", "1e12", "5")
+            plan = "\n".join(row[0] for row in raw.execute("EXPLAIN " + sql).fetchall())
+        assert "jobs_claim_by_queue" in plan and "Sort" not in plan, plan
+        claimed = store.claim_due(
+            "w", T0, limit=5, lease_seconds=LEASE, types=["t1"], queues={"q1": 5}
+        )
+        assert len(claimed) == 5 and {(j.queue, j.type) for j in claimed} == {("q1", "t1")}
