@@ -211,6 +211,27 @@ def test_a_manager_with_queues_is_collectable_after_shutdown(tmp_path: Path) -> 
     store.close()
 
 
+def test_a_resume_on_postgres_wakes_listening_workers_at_once(pool: ThreadPool) -> None:
+    """The manager polls once an hour: only the resume's NOTIFY can make it claim."""
+    from taskrunner.jobs import PostgresJobStore
+
+    dsn, schema = require_dsn(), new_schema()
+    with (
+        PostgresJobStore(dsn, schema=schema) as store,
+        PostgresJobStore(dsn, schema=schema) as operator,
+    ):
+        m = JobManager(store, pool, queues={"mail": 1}, poll_interval=3600)
+        m.register("send", lambda ctx, args: "sent")
+        m.start()
+        assert store.wait_listening(WAIT)
+        operator.pause_queue("mail", time.time())
+        job = m.submit("send", None, queue="mail")  # its own claim finds the queue paused
+        assert m.get(job.id).state is JobState.PENDING
+        operator.resume_queue("mail", time.time())  # another store object: no local kick
+        assert job.result(WAIT) == "sent"
+        m.shutdown(timeout=WAIT)
+
+
 # ---------------------------------------------------------------- across processes
 
 
