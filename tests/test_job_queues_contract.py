@@ -30,7 +30,14 @@ from test_job_store_contract import (
     mk,
 )
 
-from taskrunner.jobs import JobState, JobStore, SQLiteJobStore, StoreError, new_job
+from taskrunner.jobs import (
+    CorruptJobError,
+    JobState,
+    JobStore,
+    SQLiteJobStore,
+    StoreError,
+    new_job,
+)
 from taskrunner.jobs.queues import (
     DEFAULT_QUEUE,
     QueueControl,
@@ -151,6 +158,27 @@ def test_claim_due_takes_only_the_queues_asked_for_each_up_to_its_cap(store: Job
         claim(store, queues={"mail": -1})
     with pytest.raises(TypeError, match="queues must be a mapping"):
         claim(store, queues=["mail"])
+
+
+def test_claims_over_many_types_and_queues_keep_the_claim_order_and_caps(
+    store: JobStore,
+) -> None:
+    # Several (queue, type) ranges that hold more than can be taken: the store
+    # reads their keys first, then only the rows it takes.
+    store.insert_many(
+        [
+            mk(f"{q}{t}{i}", queue=q, type=t, priority=p, run_at=T0 - i)
+            for q, p in (("a", 1), ("b", 2))
+            for t in ("t", "u", "v")
+            for i in range(3)
+        ]
+    )
+    both = {"a": 2, "b": 3}
+    took = claim(store, queues=both, types=["t", "u", "z"], limit=4)
+    assert took == ["bt2", "bu2", "bt1", "at2"]  # b first (priority), then a; b capped at 3
+    took = claim(store, queues=both, types=["t", "u", "v"], limit=10)
+    assert took == ["bv2", "bu1", "bv1", "au2", "av2"]
+    assert claim(store, queues={"b": 9}, types=["v", "t"], limit=2) == ["bt0", "bv0"]
 
 
 def test_a_paused_queue_is_never_claimed_from_until_resumed(store: Any) -> None:
@@ -325,6 +353,19 @@ def test_memory_and_sqlite_stores_agree_on_queues(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the claim reads its index
+
+
+def test_a_corrupt_claim_key_is_reported_naming_the_job(tmp_path: Path) -> None:
+    with SQLiteJobStore(tmp_path / "q.db") as store:
+        store.insert_many([mk("bad", queue="mail", priority=5), mk("good", queue="mail", type="u")])
+        with sqlite3.connect(tmp_path / "q.db") as raw:
+            raw.execute("UPDATE jobs SET priority = 'high' WHERE id = 'bad'")
+        with pytest.raises(CorruptJobError, match="bad") as caught:
+            claim(store, queues={"mail": 5}, types=["t", "u"], limit=1)  # keys first
+        assert caught.value.job_id == "bad"
+        assert store.get("good").state is JobState.PENDING  # nothing was claimed
+        store.fail_corrupt("bad", T0, caught.value.problem)
+        assert claim(store, queues={"mail": 5}, types=["t", "u"], limit=1) == ["good"]
 
 
 def test_sqlite_claim_by_queue_and_type_reads_the_queue_index(tmp_path: Path) -> None:

@@ -488,6 +488,7 @@ CORRUPTIONS = [
     ("args = 'text, not bytes'", "Job.args must be bytes"),
     ("run_at = 'soon'", "Job.run_at must be a number"),
     ("owner = 'ghost'", "owner and lease_expires_at"),
+    ("queue = 'no good'", "Job.queue 'no good' is not a valid queue name"),
 ]
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from taskrunner.jobs.base_store import BaseJobStore, Filters
 from taskrunner.jobs.errors import (
@@ -53,6 +53,14 @@ from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import LeaseRenewal
 
 __all__ = ["SqlJobStore", "SqlTx"]
+
+
+class _ClaimKey(NamedTuple):
+    """One due job's place in the claim order, and its queue (for the queue caps)."""
+
+    order: tuple[int, float, float, str]
+    queue: str
+
 
 T = TypeVar("T")
 
@@ -198,11 +206,17 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
         count: int = self._read("count_jobs", lambda tx: tx.rows(sql, params)[0][0])
         return count
 
-    def _queue_claim_query(self, of_type: bool) -> str:
-        """Due jobs of one queue in claim order: parameters ``(queue, [type,] now, limit)``."""
+    def _queue_claim_query(self, of_type: bool, keys: bool = False) -> str:
+        """Due jobs of one queue in claim order: parameters ``(queue, [type,] now, limit)``.
+
+        With ``keys``, only their claim-order columns ``(id, priority, run_at,
+        created_at)``, all in the index: read without touching the rows."""
         m = self._mark
+        select = (
+            f"SELECT id, priority, run_at, created_at FROM {self._table}" if keys else self._select
+        )
         return (
-            f"{self._select}{self._queue_index if of_type else ''}"
+            f"{select}{self._queue_index if of_type else ''}"
             f" WHERE state = 'pending' AND queue = {m}"
             f"{f' AND type = {m}' if of_type else ''} AND run_at <= {m}"
             f" ORDER BY priority DESC, run_at, created_at, id LIMIT {m}{self._skip_locked}"
@@ -223,22 +237,7 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
     ) -> list[Job]:
         def claim(tx: TxT) -> list[Job]:
             if queues is not None:
-                # One ordered index range per (queue, type), merged into the claim
-                # order, then each queue's cap applied.  Paused queues are skipped.
-                paused = self._paused(tx)
-                caps = {q: n for q, n in queues.items() if q not in paused}
-                found = [
-                    job
-                    for queue in sorted(caps)
-                    for name in (sorted(types) if types is not None else [None])
-                    for job in tx.jobs(
-                        self._queue_claim_query(name is not None),
-                        (queue, now, min(caps[queue], limit))
-                        if name is None
-                        else (queue, name, now, min(caps[queue], limit)),
-                    )
-                ]
-                due = take_by_queue(sorted(found, key=claim_order_key), caps, limit)
+                due = self._claim_from_queues(tx, now, limit, types, queues)
             elif types is None:
                 found = tx.jobs(self._claim_query(False), (now, limit))
                 due = sorted(found, key=claim_order_key)[:limit]
@@ -257,6 +256,68 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
             return [new for _, new in changes]
 
         return self._transaction("claim_due", claim)
+
+    def _claim_from_queues(
+        self,
+        tx: TxT,
+        now: float,
+        limit: int,
+        types: frozenset[str] | None,
+        queues: Mapping[str, int],
+    ) -> list[Job]:
+        """The due jobs to claim from ``queues`` (each up to its cap), in claim order.
+
+        One ordered index range per (queue, type), merged into the claim order,
+        then each queue's cap applied; paused queues are skipped.  When the ranges
+        may hold more rows than can be taken (several types, or caps above the
+        limit), only their keys are read first (from the index), so that the rows
+        not taken are never decoded; then the rows taken."""
+        paused = self._paused(tx)
+        caps = {queue: cap for queue, cap in queues.items() if queue not in paused}
+        ranges: list[tuple[str, str | None]] = [
+            (queue, name) for queue in sorted(caps) for name in sorted(types or ())
+        ] or [(queue, None) for queue in sorted(caps)]
+        if not ranges:
+            return []
+
+        def params(queue: str, name: str | None) -> tuple[Any, ...]:
+            most = min(caps[queue], limit)
+            return (queue, now, most) if name is None else (queue, name, now, most)
+
+        if sum(min(caps[queue], limit) for queue, _ in ranges) <= limit:
+            # Every row read may be taken: read them whole at once.
+            whole = [
+                job
+                for queue, name in ranges
+                for job in tx.jobs(self._queue_claim_query(name is not None), params(queue, name))
+            ]
+            return take_by_queue(sorted(whole, key=claim_order_key), caps, limit)
+        keys = [
+            _ClaimKey(self._claim_key(tx, row), queue)
+            for queue, name in ranges
+            for row in tx.rows(self._queue_claim_query(name is not None, True), params(queue, name))
+        ]
+        keys.sort(key=lambda key: key.order)
+        chosen = [key.order[3] for key in take_by_queue(keys, caps, limit)]
+        size = self._chunk or max(1, len(chosen))
+        found: dict[str, Job] = {}
+        for start in range(0, len(chosen), size):
+            term, ids = self._in("id", chosen[start : start + size])
+            found.update((job.id, job) for job in tx.jobs(f"{self._select} WHERE {term}", ids))
+        return [found[job_id] for job_id in chosen if job_id in found]
+
+    def _claim_key(self, tx: TxT, row: Sequence[Any]) -> tuple[int, float, float, str]:
+        """The claim-order key of a keys row; CorruptJobError if its values cannot be one."""
+        job_id, priority, run_at, created_at = row
+        if (
+            isinstance(job_id, str)
+            and type(priority) is int
+            and type(run_at) in (int, float)
+            and type(created_at) in (int, float)
+        ):
+            return (-priority, float(run_at), float(created_at), job_id)
+        tx.jobs(f"{self._select} WHERE id = {self._mark}", (job_id,))  # raises CorruptJobError
+        raise CorruptJobError(str(job_id), "its claim order (priority, run_at, created_at) is bad")
 
     def _renew(
         self,
