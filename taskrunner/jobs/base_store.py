@@ -15,6 +15,8 @@ primitives that each store implements for its storage:
   :meth:`~BaseJobStore._renew`, :meth:`~BaseJobStore._complete_many`,
   :meth:`~BaseJobStore._recover` and :meth:`~BaseJobStore._fail_corrupt`
   choose the jobs and write the results atomically;
+* :meth:`~BaseJobStore._set_paused` and :meth:`~BaseJobStore._list_queues`
+  keep and report the queues (:class:`~taskrunner.jobs.queues.QueueControl`);
 * the reads (:meth:`~BaseJobStore._get`, :meth:`~BaseJobStore._find_key`,
   :meth:`~BaseJobStore._list`, :meth:`~BaseJobStore._count`) and
   :meth:`~BaseJobStore._purge`.

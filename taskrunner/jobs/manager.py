@@ -354,18 +354,8 @@ class JobManager(Registry, QueueMixin):
             raise ValueError(
                 f"store_timeout must be a number of seconds > 0, got {store_timeout!r}"
             )
-        spec = JobSpec(
-            job_type,
-            args,
-            job_id,
-            priority,
-            delay,
-            run_at,
-            max_attempts,
-            timeout,
-            idempotency_key,
-            queue,
-        )
+        fields = (job_type, args, job_id, priority, delay, run_at, max_attempts, timeout)
+        spec = JobSpec(*fields, idempotency_key, queue)
         if self._otel is None:
             job, due_ns = self._build(spec, self._clock.now_ns())
             self._insert([job], store_timeout)

@@ -7,7 +7,7 @@ entirely under one lock.  Jobs are immutable, so the ones it hands out are
 never changed behind the caller's back.
 
 Costs: ``get`` and ``insert`` are O(1) (plus O(n) to keep the listing order on
-insert); claiming, recovery and ``next_due`` scan all jobs, O(n).  It is meant
+insert); claiming, recovery, ``next_due`` and ``list_queues`` scan all jobs, O(n).  It is meant
 for thousands of jobs, not millions.
 """
 

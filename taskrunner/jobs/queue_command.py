@@ -90,14 +90,15 @@ def add_parser(commands: Any, store_options: Callable[..., None]) -> None:
         p.set_defaults(run=run)
 
 
-def _control(args: argparse.Namespace) -> tuple[Any, QueueControl]:
+def _control(args: argparse.Namespace) -> Any:
+    """The store named by ``--db``/``--dsn``: a JobStore that is also a QueueControl."""
     from taskrunner.cli import CliError, _open_store
 
     store = _open_store(args)
     if not isinstance(store, QueueControl):  # pragma: no cover - every store is one
         store.close()
         raise CliError(f"{type(store).__name__} has no queues")
-    return store, store
+    return store
 
 
 def _age(seconds: float | None) -> str:
@@ -114,9 +115,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from taskrunner._console import format_table
     from taskrunner.cli import EXIT_OK
 
-    store, control = _control(args)
+    store = _control(args)
     try:
-        listed: list[QueueInfo] = control.list_queues(time.time())
+        listed: list[QueueInfo] = store.list_queues(time.time())
     finally:
         store.close()
     if args.json:
@@ -144,10 +145,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _set(args: argparse.Namespace, pause: bool) -> int:
     from taskrunner.cli import EXIT_OK
 
-    store, control = _control(args)
+    store = _control(args)
     try:
         now = time.time()
-        changed = (control.pause_queue if pause else control.resume_queue)(args.name, now)
+        changed = (store.pause_queue if pause else store.resume_queue)(args.name, now)
     finally:
         store.close()
     verb = "paused" if pause else "resumed"

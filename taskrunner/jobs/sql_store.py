@@ -207,7 +207,8 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
         return count
 
     def _queue_claim_query(self, of_type: bool, keys: bool = False) -> str:
-        """Due jobs of one queue in claim order: parameters ``(queue, [type,] now, limit)``.
+        """Due jobs of one queue in claim order, none if it is paused: parameters
+        ``(queue, [type,] now, limit)``.
 
         With ``keys``, only their claim-order columns ``(id, priority, run_at,
         created_at)``, all in the index: read without touching the rows."""
@@ -215,16 +216,14 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
         select = (
             f"SELECT id, priority, run_at, created_at FROM {self._table}" if keys else self._select
         )
+        not_paused = f"SELECT name FROM {self._queues_table} WHERE paused = TRUE"
         return (
             f"{select}{self._queue_index if of_type else ''}"
             f" WHERE state = 'pending' AND queue = {m}"
             f"{f' AND type = {m}' if of_type else ''} AND run_at <= {m}"
+            f" AND queue NOT IN ({not_paused})"
             f" ORDER BY priority DESC, run_at, created_at, id LIMIT {m}{self._skip_locked}"
         )
-
-    def _paused(self, tx: TxT) -> set[str]:
-        rows = tx.rows(f"SELECT name FROM {self._queues_table} WHERE paused = TRUE")
-        return {str(row[0]) for row in rows}
 
     def _claim_due(
         self,
@@ -268,12 +267,12 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
         """The due jobs to claim from ``queues`` (each up to its cap), in claim order.
 
         One ordered index range per (queue, type), merged into the claim order,
-        then each queue's cap applied; paused queues are skipped.  When the ranges
+        then each queue's cap applied; each query skips a paused queue (it reads
+        the paused flags in the claim's own transaction).  When the ranges
         may hold more rows than can be taken (several types, or caps above the
         limit), only their keys are read first (from the index), so that the rows
         not taken are never decoded; then the rows taken."""
-        paused = self._paused(tx)
-        caps = {queue: cap for queue, cap in queues.items() if queue not in paused}
+        caps = dict(queues)
         ranges: list[tuple[str, str | None]] = [
             (queue, name) for queue in sorted(caps) for name in sorted(types or ())
         ] or [(queue, None) for queue in sorted(caps)]

@@ -58,6 +58,10 @@ The guarantees every store gives:
   recovering it after its owner died.  The request stays on the record either
   way: ``cancel_requested`` is kept through the final state, and cleared only
   when a manual :meth:`~JobStore.retry` starts the job over.
+* **Queues.**  Every job belongs to a named queue (``Job.queue``).  The
+  stores also implement :class:`~taskrunner.jobs.queues.QueueControl`: a queue
+  paused with ``pause_queue`` is skipped by every claim of every claimer until
+  ``resume_queue``, and ``list_queues`` reports each queue's depth.
 * **Thread-safety.**  Every method may be called from any thread.
 """
 
