@@ -347,8 +347,16 @@ def test_queues_list_on_an_empty_store_and_as_a_table(tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
     store = SQLiteJobStore(db)
     assert _cli("queues", "list", "--db", str(db)).stdout.startswith("no queues")
-    store.insert(new_job("send", b"null", now=time.time() - 90, queue="mail"))
+    job = new_job("send", b"null", now=time.time() - 90, queue="mail")
+    store.insert(job)
     store.close()
+    shown = json.loads(_cli("jobs", "show", "--db", str(db), job.id, "--json").stdout)
+    assert shown["queue"] == "mail"
+    plain = _cli("jobs", "show", "--db", str(db), job.id).stdout
+    assert any(line.split() == ["queue:", "mail"] for line in plain.splitlines()), plain
+    listed = _cli("jobs", "list", "--db", str(db)).stdout.splitlines()
+    assert listed[0].split()[:4] == ["ID", "TYPE", "QUEUE", "STATE"]
+    assert listed[1].split()[:4] == [job.id, "send", "mail", "pending"]
     out = _cli("queues", "list", "--db", str(db)).stdout.splitlines()
     assert out[1].split()[:4] == ["mail", "active", "1", "0"]
     assert out[1].split()[4].endswith("s")  # waited about 90 s
