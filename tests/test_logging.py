@@ -101,8 +101,16 @@ def test_the_runtime_leaves_the_root_logger_alone(caplog: pytest.LogCaptureFixtu
 # ---- the source itself ---------------------------------------------------------------------
 
 # The command-line application (its output *is* printing) is not the runtime
-# (command.py: the `taskrunner dashboard` subcommand).
-APP_MODULES = {"__main__.py", "cli.py", "_console.py", "demo.py", "bench_report.py", "command.py"}
+# (command.py: the `taskrunner dashboard` subcommand; queue_command.py: `taskrunner queues`).
+APP_MODULES = {
+    "__main__.py",
+    "cli.py",
+    "_console.py",
+    "demo.py",
+    "bench_report.py",
+    "command.py",
+    "queue_command.py",
+}
 
 ROOT_LOGGING = {
     "logging.basicConfig",
