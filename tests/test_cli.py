@@ -126,8 +126,8 @@ def test_list_prints_a_table_by_default(jobs: Jobs) -> None:
     result = cli("jobs", "list", "--db", str(jobs.db), "--state", "failed")
     assert result.returncode == 0
     header, row = result.stdout.strip().splitlines()
-    assert header.split()[:3] == ["ID", "TYPE", "STATE"]
-    assert row.split()[:4] == [jobs.failed, "report", "failed", "1/1"]
+    assert header.split()[:4] == ["ID", "TYPE", "QUEUE", "STATE"]
+    assert row.split()[:5] == [jobs.failed, "report", "default", "failed", "1/1"]
     assert "ValueError: boom" in row
 
 

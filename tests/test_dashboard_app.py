@@ -124,6 +124,7 @@ def test_job_page_shows_payloads_traceback_and_timeline_escaped(
     assert "Traceback (most recent call last)" in page.text
     assert "created" in page.text and "finished: failed" in page.text
     assert 'id="retry"' in page.text and 'id="cancel"' not in page.text
+    assert "<tr><th>Queue</th><td>default</td></tr>" in page.text
     done = get(client(store), job_url(data.ids("succeeded")[0])).text
     assert 'id="result"' in done and "&#34;ok&#34;: true" in done
 

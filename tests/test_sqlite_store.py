@@ -206,7 +206,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_jobs(path: Path) -> None:
             "old",
             "traced",
         ]
-    assert columns(path)[-2:] == ["trace_context", "cancel_requested"]
+    assert columns(path)[-3:] == ["trace_context", "cancel_requested", "queue"]
 
 
 def test_a_failed_migration_leaves_the_file_as_it_was(path: Path) -> None:
@@ -488,6 +488,7 @@ CORRUPTIONS = [
     ("args = 'text, not bytes'", "Job.args must be bytes"),
     ("run_at = 'soon'", "Job.run_at must be a number"),
     ("owner = 'ghost'", "owner and lease_expires_at"),
+    ("queue = 'no good'", "Job.queue 'no good' is not a valid queue name"),
 ]
 
 

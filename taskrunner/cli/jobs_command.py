@@ -175,6 +175,7 @@ def _print_jobs(jobs: Sequence[Job]) -> None:
         (
             j.id,
             j.type,
+            j.queue,
             j.state.value + (" (cancel requested)" if j.cancel_requested else ""),
             f"{j.attempt}/{j.max_attempts}",
             j.priority,
@@ -184,8 +185,18 @@ def _print_jobs(jobs: Sequence[Job]) -> None:
         )
         for j in jobs
     ]
-    headers = ["ID", "TYPE", "STATE", "ATTEMPT", "PRI", "CREATED", "FINISHED", "LAST ERROR"]
-    print(format_table(headers, rows, right=(3, 4)))
+    headers = [
+        "ID",
+        "TYPE",
+        "QUEUE",
+        "STATE",
+        "ATTEMPT",
+        "PRI",
+        "CREATED",
+        "FINISHED",
+        "LAST ERROR",
+    ]
+    print(format_table(headers, rows, right=(4, 5)))
 
 
 def _select(store: JobStore, args: argparse.Namespace, limit: int | None) -> Iterator[Job]:

@@ -1,4 +1,4 @@
-"""The ``taskrunner`` command line: demo, worker, jobs, bench, db, dashboard.
+"""The ``taskrunner`` command line: demo, worker, jobs, bench, db, dashboard, queues.
 
 Exit codes
 ----------
@@ -48,6 +48,7 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "build_parser", "
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``taskrunner`` argument parser (every command, every option)."""
+    from taskrunner.cli import queues_command
     from taskrunner.version import __version__
 
     parser = Parser(
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    queues_command.add_worker_option(worker)
     worker.set_defaults(run=_cmd_worker)
 
     jobs_command.add_parser(commands)
@@ -195,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     from taskrunner.dashboard import command as dashboard_command
 
     dashboard_command.add_parser(commands, store_options)
+    queues_command.add_parser(commands, store_options)
     return parser
 
 
@@ -279,8 +282,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     def app(manager: JobManager) -> None:
         register(manager)
         types = ", ".join(manager.job_types) or "none"
+        queues = ",".join(f"{q}:{n}" for q, n in manager.queues.items())
         print(
-            f"taskrunner worker (pid {os.getpid()}) on {where}: handlers {types}; "
+            f"taskrunner worker (pid {os.getpid()}) on {where}: handlers {types}; queues {queues}; "
             "SIGINT/SIGTERM stops gracefully, a second one at once",
             file=sys.stderr,
             flush=True,
@@ -297,6 +301,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             poll_interval=args.poll,
             grace=args.grace,
             synchronous=args.synchronous,
+            queues=args.queues,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None

@@ -13,6 +13,8 @@ the first SIGINT/SIGTERM shuts down gracefully (running jobs may finish for
 ``app`` is ``"module:attribute"`` naming a callable that takes the manager
 (or the callable itself).  Several workers, in several processes, may share
 one store (file or database): each job is claimed by exactly one of them.
+``queues`` (``--queues mail:10,reports:2``) names the queues a worker consumes
+and each one's concurrency limit (default: the ``default`` queue).
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
+from taskrunner.cli.queues_command import queue_spec
 from taskrunner.jobs import JobManager, JobStore, SQLiteJobStore
+from taskrunner.jobs.queues import check_queue_limits
 from taskrunner.runtime.pool import ThreadPool
 
 log = logging.getLogger("taskrunner.worker")
@@ -100,18 +104,24 @@ def run_worker(
     synchronous: str = "FULL",
     stop: threading.Event | None = None,
     handle_signals: bool = True,
+    queues: Mapping[str, int] | None = None,
 ) -> int:
     """Run a worker until ``stop`` is set or a signal arrives; returns an exit code.
 
     The store is the SQLite file ``db`` or, with ``db=None``, the PostgreSQL
-    database ``dsn`` (see :func:`open_store`).
+    database ``dsn`` (see :func:`open_store`).  ``queues`` maps the queues the
+    worker consumes to their concurrency limits (default: the ``default``
+    queue); ``ValueError`` for a bad one, before the store is opened.
     """
     register = load_app(app)
+    limits = None if queues is None else check_queue_limits(queues)
     stop = stop or threading.Event()
     forceful = threading.Event()
     store = open_store(db, dsn=dsn, schema=schema, synchronous=synchronous)
     pool = ThreadPool(workers, name="worker")
-    manager = JobManager(store, pool, lease_seconds=lease_seconds, poll_interval=poll_interval)
+    manager = JobManager(
+        store, pool, lease_seconds=lease_seconds, poll_interval=poll_interval, queues=limits
+    )
     register(manager)
     if handle_signals:
 
@@ -169,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--lease", type=float, default=10.0)
     parser.add_argument("--poll", type=float, default=0.5)
+    parser.add_argument("--queues", type=queue_spec, default=None, help="e.g. mail:10,reports:2")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return run_worker(
@@ -179,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         lease_seconds=args.lease,
         poll_interval=args.poll,
+        queues=args.queues,
     )
 
 

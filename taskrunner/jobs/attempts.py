@@ -35,6 +35,7 @@ from taskrunner.jobs.handles import (
 from taskrunner.jobs.manager_core import ManagerCore
 from taskrunner.jobs.model import Job
 from taskrunner.jobs.outcomes import Cancel, Snooze
+from taskrunner.jobs.queues import claim_room, filled
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import MAX_PAGE_SIZE
@@ -67,16 +68,19 @@ class Attempts(ManagerCore):
     def _dispatch(self) -> None:
         """IO layer: claim as many due jobs as there is room for and start them.
 
-        Only jobs of the types this manager has handlers for are claimed (in
-        the store's query), so managers with different handlers can share a
-        store; a job whose type no running manager handles stays pending."""
+        Only jobs of the types this manager has handlers for, in the queues it
+        consumes and not paused, each up to its room, are claimed (in the
+        store's query), so managers with different handlers or queues can share
+        a store; a job that no running manager takes stays pending."""
         with self._lock:
             unknown = self._claim_unknown
         if unknown:
             self._adopt_held()
         with self._lock:
             self._dispatch_posted = False
-            room = self._max_concurrent - len(self._active)
+            busy = (attempt.job.queue for attempt in self._active.values())
+            room_by_queue = claim_room(self._queue_limits, busy)
+            room = sum(room_by_queue.values())
             claiming = self._claiming
             types = frozenset(self._handlers)
         if room <= 0 or not claiming or not types:
@@ -85,7 +89,12 @@ class Attempts(ManagerCore):
         while True:
             try:
                 jobs = self._store.claim_due(
-                    self._owner, now, limit=room, lease_seconds=self._lease, types=types
+                    self._owner,
+                    now,
+                    limit=room,
+                    lease_seconds=self._lease,
+                    types=types,
+                    queues=room_by_queue,
                 )
             except CorruptJobError as exc:
                 self._fail_corrupt(exc, now)
@@ -99,7 +108,7 @@ class Attempts(ManagerCore):
             break
         for job in jobs:
             self._start_attempt(job)
-        if len(jobs) == room:
+        if filled(jobs, room_by_queue):
             self._kick()  # there may be more due jobs than room: claim again when freed
 
     def _adopt_held(self) -> None:
@@ -225,9 +234,8 @@ class Attempts(ManagerCore):
             log, {"job_id": job.id, "job_type": job.type, "attempt": job.attempt}
         )
         deadline = None if job.timeout is None else self.now() + job.timeout
-        ctx = JobContext(
-            job.id, job.type, job.attempt, job.max_attempts, deadline, attempt.token, logger
-        )
+        fields = (job.id, job.type, job.attempt, job.max_attempts, deadline)
+        ctx = JobContext(*fields, attempt.token, logger, job.queue)
         outcome: tuple[str, Any, str | None]
         try:
             try:

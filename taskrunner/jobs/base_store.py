@@ -15,6 +15,8 @@ primitives that each store implements for its storage:
   :meth:`~BaseJobStore._renew`, :meth:`~BaseJobStore._complete_many`,
   :meth:`~BaseJobStore._recover` and :meth:`~BaseJobStore._fail_corrupt`
   choose the jobs and write the results atomically;
+* :meth:`~BaseJobStore._set_paused` and :meth:`~BaseJobStore._list_queues`
+  keep and report the queues (:class:`~taskrunner.jobs.queues.QueueControl`);
 * the reads (:meth:`~BaseJobStore._get`, :meth:`~BaseJobStore._find_key`,
   :meth:`~BaseJobStore._list`, :meth:`~BaseJobStore._count`) and
   :meth:`~BaseJobStore._purge`.
@@ -34,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from taskrunner.jobs.errors import JobError
 from taskrunner.jobs.model import Job, check_name, check_time
+from taskrunner.jobs.queues import QueueInfo, check_claim_queues, check_queue
 from taskrunner.jobs.rules import (
     after_cancel,
     after_claim,
@@ -122,9 +125,25 @@ class BaseJobStore(ABC):
 
     @abstractmethod
     def _claim_due(
-        self, owner: str, now: float, limit: int, lease: float, types: frozenset[str] | None
+        self,
+        owner: str,
+        now: float,
+        limit: int,
+        lease: float,
+        types: frozenset[str] | None,
+        queues: Mapping[str, int] | None,
     ) -> list[Job]:
-        """Claim up to ``limit`` due jobs (of ``types``, not empty, if given), atomically."""
+        """Claim up to ``limit`` due jobs (of ``types``, not empty, if given), atomically,
+        never from a paused queue; with ``queues`` (not empty, every cap >= 1), only
+        from those queues, at most ``queues[q]`` from queue ``q``."""
+
+    @abstractmethod
+    def _set_paused(self, queue: str, paused: bool, now: float) -> bool:
+        """Store ``queue``'s paused flag; True if it changed."""
+
+    @abstractmethod
+    def _list_queues(self, now: float) -> list[QueueInfo]:
+        """``list_queues``."""
 
     @abstractmethod
     def _change(self, operation: str, job_id: str, change: Callable[[Job], Job]) -> Job:
@@ -265,6 +284,7 @@ class BaseJobStore(ABC):
         limit: int,
         lease_seconds: float,
         types: Iterable[str] | None = None,
+        queues: Mapping[str, int] | None = None,
     ) -> list[Job]:
         owner = self._owner(owner)
         now = check_now(now)
@@ -273,10 +293,25 @@ class BaseJobStore(ABC):
         wanted = check_types(types)
         for name in wanted or ():
             self._name("types item", name)
-        if wanted is not None and not wanted:
+        caps = check_claim_queues(queues)
+        if caps is not None:
+            caps = {queue: cap for queue, cap in caps.items() if cap > 0}
+        if (wanted is not None and not wanted) or caps == {}:
             self._ensure_open()
             return []
-        return self._claim_due(owner, now, limit, lease, wanted)
+        return self._claim_due(owner, now, limit, lease, wanted, caps)
+
+    def pause_queue(self, queue: str, now: float) -> bool:
+        """See :class:`~taskrunner.jobs.queues.QueueControl`."""
+        return self._set_paused(check_queue(queue), True, check_now(now))
+
+    def resume_queue(self, queue: str, now: float) -> bool:
+        """See :class:`~taskrunner.jobs.queues.QueueControl`."""
+        return self._set_paused(check_queue(queue), False, check_now(now))
+
+    def list_queues(self, now: float) -> list[QueueInfo]:
+        """See :class:`~taskrunner.jobs.queues.QueueControl`."""
+        return self._list_queues(check_now(now))
 
     def claim(self, job_id: str, owner: str, now: float, *, lease_seconds: float) -> Job | None:
         job_id = self._job_id(job_id)

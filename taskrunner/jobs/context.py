@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from taskrunner.jobs.errors import JobCancelled, JobTimeout
+from taskrunner.jobs.queues import DEFAULT_QUEUE
 
 __all__ = ["CancelToken", "JobContext"]
 
@@ -103,6 +104,8 @@ class JobContext:
     token: CancelToken = field(repr=False)
     #: A logger whose records carry ``job_id``, ``job_type`` and ``attempt``.
     logger: logging.LoggerAdapter[logging.Logger] = field(repr=False)
+    #: The queue the job belongs to.
+    queue: str = DEFAULT_QUEUE
 
     @property
     def cancelled(self) -> bool:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from taskrunner.jobs.context import CancelToken, JobContext
 from taskrunner.jobs.errors import JobError
 from taskrunner.jobs.model import Job
+from taskrunner.jobs.queues import DEFAULT_QUEUE
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.runtime.traits import TaskPriority, TaskTraits
 
@@ -85,6 +86,7 @@ class JobSpec:
     max_attempts: int | None = None
     timeout: float | None = None
     idempotency_key: str | None = None
+    queue: str = DEFAULT_QUEUE
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,13 +61,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from taskrunner.errors import RunnerClosedError
 from taskrunner.jobs import context as ctxmod
-from taskrunner.jobs.attempts import Attempts
 from taskrunner.jobs.context import CancelToken
 from taskrunner.jobs.errors import JobCancelled, UnknownJobTypeError
 from taskrunner.jobs.handles import (
@@ -80,7 +79,9 @@ from taskrunner.jobs.handles import (
     StoreErrorHandler,
     default_owner,
 )
+from taskrunner.jobs.manager_queues import QueueMixin, queue_limits
 from taskrunner.jobs.model import MAX_PRIORITY, MIN_PRIORITY, Job, new_job
+from taskrunner.jobs.queues import DEFAULT_QUEUE
 from taskrunner.jobs.registry import Registry
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.states import JobState
@@ -103,7 +104,7 @@ __all__ = [
 log = logging.getLogger("taskrunner.jobs")
 
 
-class JobManager(Registry, Attempts):
+class JobManager(Registry, QueueMixin):
     """Durable jobs: submit, run with retries, cancel, recover.  Thread-safe.
 
     ``store`` is a :class:`JobStore` (``SQLiteJobStore`` is the embedded
@@ -112,6 +113,8 @@ class JobManager(Registry, Attempts):
     after what delay (the job's ``max_attempts`` caps the count);
     ``store_retry`` does the same for failed store writes.  ``owner`` names
     this manager in the store's leases (unique per process by default).
+    ``queues`` maps each queue it consumes to its concurrency limit (default
+    ``{"default": max_concurrent}``, 64); give one or the other.
     """
 
     def __init__(
@@ -126,7 +129,8 @@ class JobManager(Registry, Attempts):
         store_retry: RetryPolicy | None = None,
         lease_seconds: float = 30.0,
         poll_interval: float = 1.0,
-        max_concurrent: int = 64,
+        max_concurrent: int | None = None,
+        queues: Mapping[str, int] | None = None,
         error_handler: StoreErrorHandler | None = None,
     ) -> None:
         if not isinstance(store, JobStore):
@@ -136,10 +140,7 @@ class JobManager(Registry, Attempts):
                 raise TypeError(f"{what} must be a number of seconds")
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{what} must be > 0, got {value}")
-        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
-            raise TypeError("max_concurrent must be an int")
-        if max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+        self._queue_limits = queue_limits(queues, max_concurrent)
         self._store = store
         self._batch_complete = isinstance(store, BatchCompletion)
         self._own_pool = pool is None
@@ -152,7 +153,7 @@ class JobManager(Registry, Attempts):
         )
         self._lease = float(lease_seconds)
         self._poll = float(poll_interval)
-        self._max_concurrent = max_concurrent
+        self._max_concurrent = sum(self._queue_limits.values())
         self._error_handler = error_handler
         # Observability: the pool's metrics sink and, if the pool traces with
         # OpenTelemetry, spans for submits and attempts (the submit's context is
@@ -325,9 +326,11 @@ class JobManager(Registry, Attempts):
         deadline: float | None = None,
         store_timeout: float | None = None,
         connection: object = None,
+        queue: str = DEFAULT_QUEUE,
     ) -> JobHandle:
         """Store a job durably, then schedule it; returns once it is stored.
 
+        ``queue`` names its queue (any manager consuming it may run it).
         ``connection``: the application's open ``sqlite3``/psycopg connection to
         the store's database; the job is inserted in its transaction, uncommitted,
         and runs only once the caller commits (README "Transactional enqueue").
@@ -356,9 +359,8 @@ class JobManager(Registry, Attempts):
             raise ValueError(
                 f"store_timeout must be a number of seconds > 0, got {store_timeout!r}"
             )
-        spec = JobSpec(
-            job_type, args, job_id, priority, delay, run_at, max_attempts, timeout, idempotency_key
-        )
+        fields = (job_type, args, job_id, priority, delay, run_at, max_attempts, timeout)
+        spec = JobSpec(*fields, idempotency_key, queue)
         if self._otel is None:
             job, due_ns = self._build(spec, self._clock.now_ns())
             self._insert([job], store_timeout, connection)
@@ -432,6 +434,7 @@ class JobManager(Registry, Attempts):
             timeout=spec.timeout,
             idempotency_key=spec.idempotency_key,
             trace_context=self._trace_carrier(),
+            queue=spec.queue,
         )
         return job, due_ns
 

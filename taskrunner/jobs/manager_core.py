@@ -64,6 +64,7 @@ class ManagerCore:
     _lease: float
     _poll: float
     _max_concurrent: int
+    _queue_limits: dict[str, int]  # queue -> concurrency limit (see manager_queues)
     _error_handler: StoreErrorHandler | None
     _metrics: Metrics | None
     _otel: Any

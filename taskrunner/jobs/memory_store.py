@@ -7,13 +7,14 @@ entirely under one lock.  Jobs are immutable, so the ones it hands out are
 never changed behind the caller's back.
 
 Costs: ``get`` and ``insert`` are O(1) (plus O(n) to keep the listing order on
-insert); claiming, recovery and ``next_due`` scan all jobs, O(n).  It is meant
+insert); claiming, recovery, ``next_due`` and ``list_queues`` scan all jobs, O(n).  It is meant
 for thousands of jobs, not millions.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
@@ -27,6 +28,7 @@ from taskrunner.jobs.errors import (
     UnknownJobError,
 )
 from taskrunner.jobs.model import Job
+from taskrunner.jobs.queues import QueueInfo, queue_info, take_by_queue
 from taskrunner.jobs.rules import (
     after_claim,
     after_complete_many,
@@ -65,6 +67,8 @@ class MemoryJobStore(BaseJobStore):
         self._order: list[tuple[float, str]] = []
         # idempotency key -> id of the unfinished job holding it.
         self._keys: dict[str, str] = {}
+        # queue name -> paused, for every queue ever paused or resumed.
+        self._queues: dict[str, bool] = {}
         self._closed = False
 
     # ------------------------------------------------------------ helpers (under _lock)
@@ -163,7 +167,13 @@ class MemoryJobStore(BaseJobStore):
             return sum(1 for job in self._jobs.values() if matches(job, *filters))
 
     def _claim_due(
-        self, owner: str, now: float, limit: int, lease: float, types: frozenset[str] | None
+        self,
+        owner: str,
+        now: float,
+        limit: int,
+        lease: float,
+        types: frozenset[str] | None,
+        queues: Mapping[str, int] | None,
     ) -> list[Job]:
         with self._lock:
             self._check_open()
@@ -171,13 +181,50 @@ class MemoryJobStore(BaseJobStore):
                 (
                     j
                     for j in self._jobs.values()
-                    if is_due(j, now) and (types is None or j.type in types)
+                    if is_due(j, now)
+                    and (types is None or j.type in types)
+                    and not self._queues.get(j.queue, False)
                 ),
                 key=claim_order_key,
             )
-            claimed = [after_claim(job, owner, now, lease) for job in due[:limit]]
+            taken = due[:limit] if queues is None else take_by_queue(due, queues, limit)
+            claimed = [after_claim(job, owner, now, lease) for job in taken]
             self._write("claim_due", claimed)
             return claimed
+
+    def _set_paused(self, queue: str, paused: bool, now: float) -> bool:
+        with self._lock:
+            self._check_open()
+            before = self._queues.get(queue, False)
+            self._inject("resume_queue" if not paused else "pause_queue")
+            self._queues[queue] = paused
+            return before != paused
+
+    def _list_queues(self, now: float) -> list[QueueInfo]:
+        with self._lock:
+            self._check_open()
+            pending: dict[str, int] = {}
+            running: dict[str, int] = {}
+            oldest: dict[str, float] = {}
+            for job in self._jobs.values():
+                if job.state is JobState.RUNNING:
+                    running[job.queue] = running.get(job.queue, 0) + 1
+                elif job.state is JobState.PENDING:
+                    pending[job.queue] = pending.get(job.queue, 0) + 1
+                    if job.run_at <= now and job.run_at < oldest.get(job.queue, math.inf):
+                        oldest[job.queue] = job.run_at
+            names = sorted({*pending, *running, *self._queues})
+            return [
+                queue_info(
+                    name,
+                    pending.get(name, 0),
+                    running.get(name, 0),
+                    oldest.get(name),
+                    self._queues.get(name, False),
+                    now,
+                )
+                for name in names
+            ]
 
     def _change(self, operation: str, job_id: str, change: Callable[[Job], Job]) -> Job:
         with self._lock:
@@ -306,6 +353,7 @@ class MemoryJobStore(BaseJobStore):
             self._jobs.clear()
             self._order.clear()
             self._keys.clear()
+            self._queues.clear()
 
     def __enter__(self) -> MemoryJobStore:
         return self

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from taskrunner.jobs.queues import DEFAULT_QUEUE, check_queue
 from taskrunner.jobs.states import FINAL_STATES, JobState, parse_state
 
 __all__ = [
@@ -197,6 +198,8 @@ class Job:
     #: A cancellation was asked for while the job was running: its owner should
     #: stop it.  Kept on the final record (a job that completed anyway says so).
     cancel_requested: bool = False
+    #: The queue the job belongs to (see :mod:`taskrunner.jobs.queues`).
+    queue: str = DEFAULT_QUEUE
 
     def __post_init__(self) -> None:
         put = object.__setattr__  # the one way to normalise fields of a frozen dataclass
@@ -233,6 +236,7 @@ class Job:
             raise TypeError(
                 f"Job.cancel_requested must be a bool, got {type(self.cancel_requested).__name__}"
             )
+        check_queue(self.queue, "Job.queue")
         self._check_state_invariants(state)
 
     def _check_state_invariants(self, state: JobState) -> None:
@@ -302,11 +306,12 @@ def new_job(
     timeout: float | None = None,
     idempotency_key: str | None = None,
     trace_context: Mapping[str, str] | None = None,
+    queue: str = DEFAULT_QUEUE,
 ) -> Job:
     """A new ``PENDING`` job ready for :meth:`JobStore.insert`.
 
     ``now`` is the submitter's clock; the job is due at ``run_at`` (default
-    ``now``).  ``id`` defaults to :func:`new_job_id`.  Bad values raise
+    ``now``).  ``id`` defaults to :func:`new_job_id`; ``queue`` names its queue.  Bad values raise
     ``TypeError``/``ValueError`` naming the field.
     """
     now = check_time("now", now)
@@ -322,4 +327,5 @@ def new_job(
         timeout=timeout,
         idempotency_key=idempotency_key,
         trace_context=trace_context,
+        queue=queue,
     )

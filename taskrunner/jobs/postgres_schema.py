@@ -110,6 +110,25 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             " (type, priority DESC, run_at, created_at, id) WHERE state = 'pending'",
         ),
     ),
+    Migration(
+        3,
+        "job queues: each job's queue, claiming by queue and type, paused queues",
+        (
+            'ALTER TABLE {schema}.jobs ADD COLUMN queue text COLLATE "C" NOT NULL'
+            " DEFAULT 'default'",
+            # claim_due(queues=..., types=...): a queue's pending jobs of one type in claim order.
+            "CREATE INDEX jobs_claim_by_queue ON {schema}.jobs"
+            " (queue, type, priority DESC, run_at, created_at, id) WHERE state = 'pending'",
+            # One row per queue ever paused or resumed; claims skip the paused ones.
+            """
+            CREATE TABLE {schema}.queues (
+                name       text COLLATE "C" PRIMARY KEY,
+                paused     boolean NOT NULL DEFAULT false,
+                updated_at double precision NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 #: The schema version this code writes (the last migration's).

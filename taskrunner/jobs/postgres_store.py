@@ -228,6 +228,7 @@ class PostgresJobStore(SqlJobStore[PgTx]):
         self._fault_injector = fault_injector
         self._sql = PgSql(self._schema)
         self._table = self._sql.jobs
+        self._queues_table = self._sql.queues
         # _lock guards _closed, _subscribers, _next_subscriber, _listener and _database.  Never
         # held while talking to the database or calling a subscriber.
         self._lock = threading.Lock()
@@ -426,6 +427,7 @@ class PostgresJobStore(SqlJobStore[PgTx]):
     # ------------------------------------------------------------ the dialect
 
     _mark = "%s"
+    _queue_index = ""
     _for_update = " FOR UPDATE"
     _skip_locked = " FOR UPDATE SKIP LOCKED"
     _chunk = None
@@ -460,6 +462,9 @@ class PostgresJobStore(SqlJobStore[PgTx]):
                         job_id, existing_id=holder[0][0], idempotency_key=key
                     ) from exc
             raise
+
+    def _resumed(self, tx: PgTx, now: float) -> None:
+        tx.pending(now)  # NOTIFY at commit: listening workers claim from it at once
 
     def _lock_all(self, tx: PgTx) -> None:
         # Writers wait (readers go on) until clear's transaction ends.

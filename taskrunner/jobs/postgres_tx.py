@@ -113,12 +113,15 @@ class PgSql:
             + ", ".join(f"{name} = %({name})s" for name in JOB_FIELDS[1:])
             + " WHERE id = %(id)s"
         )
+        self.queues = f'"{schema}".queues'
+        not_paused = f"queue NOT IN (SELECT name FROM {self.queues} WHERE paused = TRUE)"
         self.claim_due = (
-            f"{self.select} WHERE state = 'pending' AND run_at <= %s"
+            f"{self.select} WHERE state = 'pending' AND run_at <= %s AND {not_paused}"
             " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
         )
         self.claim_due_of_type = (
             f"{self.select} WHERE state = 'pending' AND type = %s AND run_at <= %s"
+            f" AND {not_paused}"
             " ORDER BY priority DESC, run_at, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
         )
         self.key_holder = (

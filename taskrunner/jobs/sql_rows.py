@@ -26,6 +26,7 @@ from taskrunner.jobs.model import (
     check_name,
     check_time,
 )
+from taskrunner.jobs.queues import DEFAULT_QUEUE, check_queue
 from taskrunner.jobs.rules import check_text, repair_fields
 
 __all__ = ["decode_row", "decode_trace", "job_values", "repaired"]
@@ -112,6 +113,7 @@ def repaired(row: Sequence[Any], now: float, reason: str) -> Job:
     keep("result", optional(is_bytes), None)
     keep("error_traceback", optional(lambda v: check_text("t", v)), None)
     keep("trace_context", decode_trace, None)
+    keep("queue", check_queue, DEFAULT_QUEUE)
     if raw["trace_context"] is not None:
         raw["trace_context"] = decode_trace(raw["trace_context"])
     raw.update(repair_fields(now, reason))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from taskrunner.jobs.base_store import BaseJobStore, Filters
 from taskrunner.jobs.errors import (
@@ -39,6 +39,7 @@ from taskrunner.jobs.errors import (
     UnknownJobError,
 )
 from taskrunner.jobs.model import JOB_FIELDS, Job, check_time
+from taskrunner.jobs.queues import QueueInfo, queue_info, take_by_queue
 from taskrunner.jobs.rules import (
     after_claim,
     after_complete_many,
@@ -52,6 +53,14 @@ from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import LeaseRenewal
 
 __all__ = ["SqlJobStore", "SqlTx"]
+
+
+class _ClaimKey(NamedTuple):
+    """One due job's place in the claim order, and its queue (for the queue caps)."""
+
+    order: tuple[int, float, float, str]
+    queue: str
+
 
 T = TypeVar("T")
 
@@ -95,6 +104,10 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
     _mark: str
     #: The jobs table, as SQL names it.
     _table: str
+    #: The table of paused (and resumed) queues, as SQL names it.
+    _queues_table: str
+    #: Names the (queue, type, claim order) index in a query, where the planner needs telling.
+    _queue_index: str
     #: Appended to a query whose rows will be changed: locks them (or nothing).
     _for_update: str
     #: Appended to a query of rows racing claimers may hold: locks the free ones.
@@ -193,12 +206,40 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
         count: int = self._read("count_jobs", lambda tx: tx.rows(sql, params)[0][0])
         return count
 
+    def _queue_claim_query(self, of_type: bool, keys: bool = False) -> str:
+        """Due jobs of one queue in claim order, none if it is paused: parameters
+        ``(queue, [type,] now, limit)``.
+
+        With ``keys``, only their claim-order columns ``(id, priority, run_at,
+        created_at)``, all in the index: read without touching the rows."""
+        m = self._mark
+        select = (
+            f"SELECT id, priority, run_at, created_at FROM {self._table}" if keys else self._select
+        )
+        not_paused = f"SELECT name FROM {self._queues_table} WHERE paused = TRUE"
+        return (
+            f"{select}{self._queue_index if of_type else ''}"
+            f" WHERE state = 'pending' AND queue = {m}"
+            f"{f' AND type = {m}' if of_type else ''} AND run_at <= {m}"
+            f" AND queue NOT IN ({not_paused})"
+            f" ORDER BY priority DESC, run_at, created_at, id LIMIT {m}{self._skip_locked}"
+        )
+
     def _claim_due(
-        self, owner: str, now: float, limit: int, lease: float, types: frozenset[str] | None
+        self,
+        owner: str,
+        now: float,
+        limit: int,
+        lease: float,
+        types: frozenset[str] | None,
+        queues: Mapping[str, int] | None,
     ) -> list[Job]:
         def claim(tx: TxT) -> list[Job]:
-            if types is None:
+            if queues is not None:
+                due = self._claim_from_queues(tx, now, limit, types, queues)
+            elif types is None:
                 found = tx.jobs(self._claim_query(False), (now, limit))
+                due = sorted(found, key=claim_order_key)[:limit]
             else:
                 # One ordered index range per type (no sort of every pending job),
                 # merged into the claim order.  Rows a dialect locked here but did
@@ -208,12 +249,74 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
                     for name in sorted(types)
                     for job in tx.jobs(self._claim_query(True), (name, now, limit))
                 ]
-            due = sorted(found, key=claim_order_key)[:limit]
+                due = sorted(found, key=claim_order_key)[:limit]
             changes = [(job, after_claim(job, owner, now, lease)) for job in due]
             tx.update_many(changes)
             return [new for _, new in changes]
 
         return self._transaction("claim_due", claim)
+
+    def _claim_from_queues(
+        self,
+        tx: TxT,
+        now: float,
+        limit: int,
+        types: frozenset[str] | None,
+        queues: Mapping[str, int],
+    ) -> list[Job]:
+        """The due jobs to claim from ``queues`` (each up to its cap), in claim order.
+
+        One ordered index range per (queue, type), merged into the claim order,
+        then each queue's cap applied; each query skips a paused queue (it reads
+        the paused flags in the claim's own transaction).  When the ranges
+        may hold more rows than can be taken (several types, or caps above the
+        limit), only their keys are read first (from the index), so that the rows
+        not taken are never decoded; then the rows taken."""
+        caps = dict(queues)
+        ranges: list[tuple[str, str | None]] = [
+            (queue, name) for queue in sorted(caps) for name in sorted(types or ())
+        ] or [(queue, None) for queue in sorted(caps)]
+        if not ranges:
+            return []
+
+        def params(queue: str, name: str | None) -> tuple[Any, ...]:
+            most = min(caps[queue], limit)
+            return (queue, now, most) if name is None else (queue, name, now, most)
+
+        if sum(min(caps[queue], limit) for queue, _ in ranges) <= limit:
+            # Every row read may be taken: read them whole at once.
+            whole = [
+                job
+                for queue, name in ranges
+                for job in tx.jobs(self._queue_claim_query(name is not None), params(queue, name))
+            ]
+            return take_by_queue(sorted(whole, key=claim_order_key), caps, limit)
+        keys = [
+            _ClaimKey(self._claim_key(tx, row), queue)
+            for queue, name in ranges
+            for row in tx.rows(self._queue_claim_query(name is not None, True), params(queue, name))
+        ]
+        keys.sort(key=lambda key: key.order)
+        chosen = [key.order[3] for key in take_by_queue(keys, caps, limit)]
+        size = self._chunk or max(1, len(chosen))
+        found: dict[str, Job] = {}
+        for start in range(0, len(chosen), size):
+            term, ids = self._in("id", chosen[start : start + size])
+            found.update((job.id, job) for job in tx.jobs(f"{self._select} WHERE {term}", ids))
+        return [found[job_id] for job_id in chosen if job_id in found]
+
+    def _claim_key(self, tx: TxT, row: Sequence[Any]) -> tuple[int, float, float, str]:
+        """The claim-order key of a keys row; CorruptJobError if its values cannot be one."""
+        job_id, priority, run_at, created_at = row
+        if (
+            isinstance(job_id, str)
+            and type(priority) is int
+            and type(run_at) in (int, float)
+            and type(created_at) in (int, float)
+        ):
+            return (-priority, float(run_at), float(created_at), job_id)
+        tx.jobs(f"{self._select} WHERE id = {self._mark}", (job_id,))  # raises CorruptJobError
+        raise CorruptJobError(str(job_id), "its claim order (priority, run_at, created_at) is bad")
 
     def _renew(
         self,
@@ -244,6 +347,66 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
             )
 
         return self._transaction("renew_leases", renew)
+
+    def _set_paused(self, queue: str, paused: bool, now: float) -> bool:
+        m, table = self._mark, self._queues_table
+
+        def body(tx: TxT) -> bool:
+            rows = tx.rows(
+                f"SELECT paused FROM {table} WHERE name = {m}{self._for_update}", (queue,)
+            )
+            before = bool(rows[0][0]) if rows else False
+            tx.write(
+                f"INSERT INTO {table} (name, paused, updated_at) VALUES ({m}, {m}, {m})"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET paused = excluded.paused, updated_at = excluded.updated_at",
+                (queue, paused, now),
+            )
+            if before and not paused:
+                self._resumed(tx, now)
+            return before != paused
+
+        return self._transaction("pause_queue" if paused else "resume_queue", body)
+
+    def _resumed(self, tx: TxT, now: float) -> None:
+        """A queue was resumed in ``tx``: a dialect that can wake workers does so."""
+
+    def _list_queues(self, now: float) -> list[QueueInfo]:
+        def read(tx: TxT) -> list[QueueInfo]:
+            counts = tx.rows(
+                f"SELECT queue, state, count(*),"
+                f" min(CASE WHEN state = 'pending' AND run_at <= {self._mark} THEN run_at END)"
+                f" FROM {self._table} WHERE state IN ('pending', 'running')"
+                " GROUP BY queue, state",
+                (now,),
+            )
+            flags = tx.rows(f"SELECT name, paused FROM {self._queues_table}")
+            return self._queue_infos(counts, flags, now)
+
+        return self._read("list_queues", read)
+
+    @staticmethod
+    def _queue_infos(counts: list[Any], flags: list[Any], now: float) -> list[QueueInfo]:
+        pending: dict[str, int] = {}
+        running: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        for queue, state, count, first in counts:
+            (pending if state == "pending" else running)[queue] = int(count)
+            if first is not None:
+                oldest[queue] = float(first)
+        paused = {str(name): bool(flag) for name, flag in flags}
+        names = sorted({*pending, *running, *paused})
+        return [
+            queue_info(
+                name,
+                pending.get(name, 0),
+                running.get(name, 0),
+                oldest.get(name),
+                paused.get(name, False),
+                now,
+            )
+            for name in names
+        ]
 
     def _change(self, operation: str, job_id: str, change: Callable[[Job], Job]) -> Job:
         def body(tx: TxT) -> Job:

@@ -160,6 +160,24 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             " (type, priority DESC, run_at, created_at, id) WHERE state = 'pending'",
         ),
     ),
+    Migration(
+        4,
+        "job queues: each job's queue, claiming by queue and type, paused queues",
+        (
+            "ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default'",
+            # claim_due(queues=..., types=...): a queue's pending jobs of one type in claim order.
+            "CREATE INDEX jobs_claim_by_queue ON jobs"
+            " (queue, type, priority DESC, run_at, created_at, id) WHERE state = 'pending'",
+            # One row per queue ever paused or resumed; claims skip the paused ones.
+            """
+            CREATE TABLE queues (
+                name       TEXT PRIMARY KEY NOT NULL,
+                paused     INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+                updated_at REAL NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 #: The schema version this code writes (the last migration's).
@@ -180,20 +198,25 @@ _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
 
 
+_NOT_PAUSED: Final = "queue NOT IN (SELECT name FROM queues WHERE paused = TRUE)"
+
+
 def _claim_sql(of_type: bool) -> str:
-    """``claim_due``'s query: due jobs of every type, or of one type (bound first).
+    """``claim_due``'s query: due jobs of every type, or of one type (bound first),
+    in queues that are not paused.
 
     The typed one names its index, whose order is the claim order within a
     type, so it reads only the rows it returns: without statistics SQLite's
     planner would take ``jobs_by_state`` and sort every pending job."""
     if not of_type:
         return (
-            f"{_SELECT} WHERE state = 'pending' AND run_at <= ?"
+            f"{_SELECT} WHERE state = 'pending' AND run_at <= ? AND {_NOT_PAUSED}"
             " ORDER BY priority DESC, run_at, created_at, id LIMIT ?"
         )
     return (
         f"{_SELECT} INDEXED BY jobs_claim_by_type WHERE state = 'pending' AND type = ?"
-        " AND run_at <= ? ORDER BY priority DESC, run_at, created_at, id LIMIT ?"
+        f" AND run_at <= ? AND {_NOT_PAUSED}"
+        " ORDER BY priority DESC, run_at, created_at, id LIMIT ?"
     )
 
 
@@ -492,6 +515,8 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
 
     _mark = "?"
     _table = "jobs"
+    _queues_table = "queues"
+    _queue_index = " INDEXED BY jobs_claim_by_queue"
     _for_update = ""  # the write lock (BEGIN IMMEDIATE) covers every row
     _skip_locked = ""
     _chunk = _CHUNK

@@ -58,6 +58,10 @@ The guarantees every store gives:
   recovering it after its owner died.  The request stays on the record either
   way: ``cancel_requested`` is kept through the final state, and cleared only
   when a manual :meth:`~JobStore.retry` starts the job over.
+* **Queues.**  Every job belongs to a named queue (``Job.queue``).  The
+  stores also implement :class:`~taskrunner.jobs.queues.QueueControl`: a queue
+  paused with ``pause_queue`` is skipped by every claim of every claimer until
+  ``resume_queue``, and ``list_queues`` reports each queue's depth.
 * **Thread-safety.**  Every method may be called from any thread.
 """
 
@@ -183,6 +187,7 @@ class JobStore(Protocol):
         limit: int,
         lease_seconds: float,
         types: Iterable[str] | None = None,
+        queues: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Claim up to ``limit`` due jobs for ``owner``, atomically; returns them in claim order.
 
@@ -194,6 +199,13 @@ class JobStore(Protocol):
         claims nothing): a worker takes only what it has handlers for, and a
         job whose type no worker handles stays pending.  The stores answer it
         from an index on ``(type, claim order)`` of pending jobs.
+
+        Jobs of a paused queue (see :class:`~taskrunner.jobs.queues.QueueControl`)
+        are never claimed.  With ``queues`` (queue name -> the most jobs to
+        take from it, >= 0), only jobs of those queues are claimed, at most
+        that many from each (and ``limit`` in all): a manager's per-queue
+        concurrency.  The stores answer it from an index on ``(queue, type,
+        claim order)`` of pending jobs.
         """
         ...
 
