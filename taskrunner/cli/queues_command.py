@@ -14,17 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from taskrunner.jobs.queues import QueueControl, QueueInfo, check_queue, parse_queue_spec
+from taskrunner.cli.worker import queue_spec
+from taskrunner.jobs.queues import QueueControl, QueueInfo, check_queue
 
 __all__ = ["add_parser", "add_worker_option", "queue_spec"]
-
-
-def queue_spec(text: str) -> dict[str, int]:
-    """argparse type of ``--queues``: ``"mail:10,reports:2"`` (a usage error if malformed)."""
-    try:
-        return parse_queue_spec(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"bad --queues {text!r}: {exc}") from None
 
 
 def _queue_name(text: str) -> str:

@@ -29,9 +29,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
-from taskrunner.cli.queues_command import queue_spec
 from taskrunner.jobs import JobManager, JobStore, SQLiteJobStore
-from taskrunner.jobs.queues import check_queue_limits
+from taskrunner.jobs.queues import check_queue_limits, parse_queue_spec
 from taskrunner.runtime.pool import ThreadPool
 
 log = logging.getLogger("taskrunner.worker")
@@ -165,6 +164,14 @@ def run_worker(
     # A second signal that came before the drain began made the drain itself
     # forceful; it may have ended before the loop above looked.  Still forceful.
     return FORCED_EXIT if forceful.is_set() else 0
+
+
+def queue_spec(text: str) -> dict[str, int]:
+    """argparse type of ``--queues``: ``"mail:10,reports:2"`` (a usage error if malformed)."""
+    try:
+        return parse_queue_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad --queues {text!r}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
