@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from taskrunner.jobs.context import CancelToken, JobContext
@@ -85,6 +86,10 @@ class JobSpec:
     max_attempts: int | None = None
     timeout: float | None = None
     idempotency_key: str | None = None
+    #: Uniqueness (see :mod:`taskrunner.jobs.unique`): the window (a timedelta or
+    #: seconds; None: not unique) and the fields the unique key covers.
+    unique_for: timedelta | float | None = None
+    unique_by: tuple[str, ...] = ("type", "args")
 
 
 @dataclass(frozen=True, slots=True)

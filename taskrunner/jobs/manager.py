@@ -63,13 +63,15 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
+from datetime import timedelta
 from typing import Any
 
 from taskrunner.errors import RunnerClosedError
 from taskrunner.jobs import context as ctxmod
+from taskrunner.jobs import unique
 from taskrunner.jobs.attempts import Attempts
 from taskrunner.jobs.context import CancelToken
-from taskrunner.jobs.errors import JobCancelled, UnknownJobTypeError
+from taskrunner.jobs.errors import DuplicateJobError, JobCancelled, UnknownJobTypeError
 from taskrunner.jobs.handles import (
     JobFailedError,
     JobHandle,
@@ -324,6 +326,9 @@ class JobManager(Registry, Attempts):
         cancel_token: CancelToken | None = None,
         deadline: float | None = None,
         store_timeout: float | None = None,
+        unique_for: timedelta | float | None = None,
+        unique_by: Sequence[str] = unique.DEFAULT_UNIQUE_BY,
+        on_duplicate: str = "raise",
     ) -> JobHandle:
         """Store a job durably, then schedule it; returns once it is stored.
 
@@ -341,7 +346,14 @@ class JobManager(Registry, Attempts):
         queued or waiting to retry a failed attempt, the submit is withdrawn,
         nothing is stored and :class:`SubmitTimeoutError` is raised.  A write
         already in progress at that moment is waited for (if it lands, the
-        submit succeeds)."""
+        submit succeeds).
+
+        ``unique_for`` (a timedelta or seconds) makes the job unique over the
+        fields ``unique_by`` for that long from now (:mod:`~taskrunner.jobs.unique`):
+        a duplicate within the window is refused by the store's constraint, in
+        any process, with :class:`DuplicateJobError` naming the existing job;
+        ``on_duplicate="return"`` returns the existing job's handle instead (for
+        a taken id or idempotency key too)."""
         if store_timeout is not None and (
             isinstance(store_timeout, bool)
             or not isinstance(store_timeout, (int, float))
@@ -351,18 +363,23 @@ class JobManager(Registry, Attempts):
             raise ValueError(
                 f"store_timeout must be a number of seconds > 0, got {store_timeout!r}"
             )
+        on_duplicate = unique.check_on_duplicate(on_duplicate)
         spec = JobSpec(
-            job_type, args, job_id, priority, delay, run_at, max_attempts, timeout, idempotency_key
-        )
-        if self._otel is None:
-            job, due_ns = self._build(spec, self._clock.now_ns())
-            self._insert([job], store_timeout)
-        else:
-            with self._otel.job_submit_span(
-                job_type, job_id, tracer_provider=self._tracer_provider
-            ):
+            job_type, args, job_id, priority, delay, run_at, max_attempts, timeout,
+            idempotency_key, unique_for, unique.check_unique_by(unique_by),
+        )  # fmt: skip
+        try:
+            if self._otel is None:
                 job, due_ns = self._build(spec, self._clock.now_ns())
                 self._insert([job], store_timeout)
+            else:
+                with self._otel.job_submit_span(
+                    job_type, job_id, tracer_provider=self._tracer_provider
+                ):
+                    job, due_ns = self._build(spec, self._clock.now_ns())
+                    self._insert([job], store_timeout)
+        except DuplicateJobError as exc:
+            return unique.duplicate_handle(self, exc, on_duplicate)
         return self._track(job, cancel_token, deadline, due_ns)
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
@@ -428,7 +445,7 @@ class JobManager(Registry, Attempts):
             idempotency_key=spec.idempotency_key,
             trace_context=self._trace_carrier(),
         )
-        return job, due_ns
+        return unique.with_uniqueness(job, spec.args, spec.unique_for, spec.unique_by), due_ns
 
     def _trace_carrier(self) -> dict[str, str] | None:
         """The current trace context to store with a new job (inside its submit span)."""

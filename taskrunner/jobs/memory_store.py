@@ -14,6 +14,7 @@ for thousands of jobs, not millions.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
@@ -65,6 +66,8 @@ class MemoryJobStore(BaseJobStore):
         self._order: list[tuple[float, str]] = []
         # idempotency key -> id of the unfinished job holding it.
         self._keys: dict[str, str] = {}
+        # unique key -> id of the job holding it (in any state, until released).
+        self._uniques: dict[str, str] = {}
         self._closed = False
 
     # ------------------------------------------------------------ helpers (under _lock)
@@ -88,6 +91,22 @@ class MemoryJobStore(BaseJobStore):
         if holder is not None and holder != job.id:
             raise DuplicateJobError(job.id, existing_id=holder, idempotency_key=key)
 
+    def _check_unique(self, job: Job, batch: dict[str, Job], released: dict[str, Job]) -> None:
+        """Raise if ``job``'s unique key is held within its window; else note the
+        expired holder to release (as the SQL stores' _release_unique_keys does)."""
+        key = job.unique_key
+        assert key is not None
+        mate = batch.get(key)
+        if mate is not None:  # two jobs of one batch: the SQL stores release keys first
+            raise DuplicateJobError(job.id, existing_id=mate.id, unique_key=key)
+        holder_id = self._uniques.get(key)
+        if holder_id is None:
+            return
+        holder = self._jobs[holder_id]
+        if holder.unique_until is not None and holder.unique_until > job.created_at:
+            raise DuplicateJobError(job.id, existing_id=holder.id, unique_key=key)
+        released[holder.id] = dataclasses.replace(holder, unique_key=None, unique_until=None)
+
     def _inject(self, operation: str) -> None:
         if self._fault_injector is None:
             return
@@ -109,9 +128,22 @@ class MemoryJobStore(BaseJobStore):
                 bisect.insort(self._order, (job.created_at, job.id))
             elif old.idempotency_key is not None and self._keys.get(old.idempotency_key) == job.id:
                 del self._keys[old.idempotency_key]
+            if (
+                old is not None
+                and old.unique_key is not None
+                and old.unique_key != job.unique_key
+                and self._uniques.get(old.unique_key) == job.id
+            ):
+                del self._uniques[old.unique_key]
             self._jobs[job.id] = job
             if job.idempotency_key is not None and not job.is_final:
                 self._keys[job.idempotency_key] = job.id
+            if job.unique_key is not None:
+                self._uniques[job.unique_key] = job.id
+
+    def _forget_unique(self, job: Job) -> None:
+        if job.unique_key is not None and self._uniques.get(job.unique_key) == job.id:
+            del self._uniques[job.unique_key]
 
     # ------------------------------------------------------------ the primitives
 
@@ -124,6 +156,8 @@ class MemoryJobStore(BaseJobStore):
             self._check_open()
             ids: set[str] = set()
             keys = dict(self._keys)
+            uniques: dict[str, Job] = {}  # unique key -> its holder, as this batch leaves it
+            released: dict[str, Job] = {}  # holders whose window ended, keys cleared
             for job in batch:
                 if job.id in self._jobs or job.id in ids:
                     raise DuplicateJobError(job.id, existing_id=job.id)
@@ -131,7 +165,10 @@ class MemoryJobStore(BaseJobStore):
                 self._check_key(job, keys)
                 if job.idempotency_key is not None:
                     keys[job.idempotency_key] = job.id
-            self._write("insert", batch)
+                if job.unique_key is not None:
+                    self._check_unique(job, uniques, released)
+                    uniques[job.unique_key] = job
+            self._write("insert", [*released.values(), *batch])
 
     def _get(self, job_id: str) -> Job:
         with self._lock:
@@ -265,7 +302,7 @@ class MemoryJobStore(BaseJobStore):
                 return 0
             self._inject("purge")
             for job_id in doomed:
-                del self._jobs[job_id]  # final jobs hold no idempotency key
+                self._forget_unique(self._jobs.pop(job_id))  # final: no idempotency key
             self._order = [entry for entry in self._order if entry[1] not in doomed]
             return len(doomed)
 
@@ -284,6 +321,7 @@ class MemoryJobStore(BaseJobStore):
             key = job.idempotency_key
             if key is not None and self._keys.get(key) == job_id:
                 del self._keys[key]
+            self._forget_unique(job)
             return job
 
     def _clear(self) -> int:
@@ -298,6 +336,7 @@ class MemoryJobStore(BaseJobStore):
             self._jobs.clear()
             self._order.clear()
             self._keys.clear()
+            self._uniques.clear()
             return count
 
     def close(self) -> None:
@@ -306,6 +345,7 @@ class MemoryJobStore(BaseJobStore):
             self._jobs.clear()
             self._order.clear()
             self._keys.clear()
+            self._uniques.clear()
 
     def __enter__(self) -> MemoryJobStore:
         return self

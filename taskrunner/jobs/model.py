@@ -197,6 +197,12 @@ class Job:
     #: A cancellation was asked for while the job was running: its owner should
     #: stop it.  Kept on the final record (a job that completed anyway says so).
     cancel_requested: bool = False
+    #: Uniqueness (see :mod:`taskrunner.jobs.unique`): while ``unique_until`` is
+    #: after a new job's ``created_at``, no other job may be stored with the same
+    #: ``unique_key``.  Both are set or neither; a store clears them on this job
+    #: when a later job takes the key after the window.
+    unique_key: str | None = None
+    unique_until: float | None = None
 
     def __post_init__(self) -> None:
         put = object.__setattr__  # the one way to normalise fields of a frozen dataclass
@@ -233,6 +239,12 @@ class Job:
             raise TypeError(
                 f"Job.cancel_requested must be a bool, got {type(self.cancel_requested).__name__}"
             )
+        if self.unique_key is not None:
+            check_name("Job.unique_key", self.unique_key)
+        if self.unique_until is not None:
+            put(self, "unique_until", check_time("Job.unique_until", self.unique_until))
+        if (self.unique_key is None) != (self.unique_until is None):
+            raise ValueError(f"job {self.id!r}: unique_key and unique_until are set together")
         self._check_state_invariants(state)
 
     def _check_state_invariants(self, state: JobState) -> None:
@@ -302,6 +314,8 @@ def new_job(
     timeout: float | None = None,
     idempotency_key: str | None = None,
     trace_context: Mapping[str, str] | None = None,
+    unique_key: str | None = None,
+    unique_until: float | None = None,
 ) -> Job:
     """A new ``PENDING`` job ready for :meth:`JobStore.insert`.
 
@@ -322,4 +336,6 @@ def new_job(
         timeout=timeout,
         idempotency_key=idempotency_key,
         trace_context=trace_context,
+        unique_key=unique_key,
+        unique_until=unique_until,
     )

@@ -110,6 +110,18 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             " (type, priority DESC, run_at, created_at, id) WHERE state = 'pending'",
         ),
     ),
+    Migration(
+        3,
+        "job uniqueness (unique_for/unique_by)",
+        (
+            'ALTER TABLE {schema}.jobs ADD COLUMN unique_key text COLLATE "C"',
+            "ALTER TABLE {schema}.jobs ADD COLUMN unique_until double precision",
+            # A unique key is held by one job at a time; an insert first releases
+            # the keys whose window ended (SqlJobStore._release_unique_keys).
+            "CREATE UNIQUE INDEX jobs_unique_key ON {schema}.jobs (unique_key)"
+            " WHERE unique_key IS NOT NULL",
+        ),
+    ),
 )
 
 #: The schema version this code writes (the last migration's).

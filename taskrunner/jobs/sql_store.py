@@ -333,6 +333,25 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
 
         return self._transaction("clear", clear)
 
+    def _release_unique_keys(self, tx: TxT, batch: Sequence[Job]) -> None:
+        """Before inserting ``batch``: release the unique keys it wants whose holder's
+        window has ended (by the new job's clock), so that the unique index refuses
+        exactly the duplicates within a window.
+
+        The keys are released in key order, so two inserters never lock the
+        holders' rows in opposite orders.  Under PostgreSQL a concurrent inserter
+        of the same key waits for the row lock, then finds the key released and
+        the new holder's insert refuses its own: the index decides."""
+        for job in sorted(
+            (job for job in batch if job.unique_key is not None),
+            key=lambda job: job.unique_key or "",
+        ):
+            tx.write(
+                f"UPDATE {self._table} SET unique_key = NULL, unique_until = NULL"
+                f" WHERE unique_key = {self._mark} AND unique_until <= {self._mark}",
+                (job.unique_key, job.created_at),
+            )
+
     def _lock_all(self, tx: TxT) -> None:
         """Hold off every other writer until ``tx`` ends, so that no claim starts
         between ``clear``'s check and its delete.  SQLite's write transaction

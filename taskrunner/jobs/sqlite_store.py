@@ -146,6 +146,17 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             " (type, priority DESC, run_at, created_at, id) WHERE state = 'pending'",
         ),
     ),
+    Migration(
+        4,
+        "job uniqueness (unique_for/unique_by)",
+        (
+            "ALTER TABLE jobs ADD COLUMN unique_key TEXT",
+            "ALTER TABLE jobs ADD COLUMN unique_until REAL",
+            # A unique key is held by one job at a time; an insert first releases
+            # the keys whose window ended (SqlJobStore._release_unique_keys).
+            "CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key) WHERE unique_key IS NOT NULL",
+        ),
+    ),
 )
 
 #: The schema version this code writes (the last migration's).
@@ -265,6 +276,13 @@ def _duplicate(tx: _Tx, job: Job, exc: sqlite3.IntegrityError, *, inserting: boo
     """
     if inserting and tx.rows("SELECT 1 FROM jobs WHERE id = ?", (job.id,)):
         return DuplicateJobError(job.id, existing_id=job.id)
+    if job.unique_key is not None:
+        # Asked after _release_unique_keys: a holder left is within its window.
+        holder = tx.rows(
+            "SELECT id FROM jobs WHERE unique_key = ? AND id != ?", (job.unique_key, job.id)
+        )
+        if holder:
+            return DuplicateJobError(job.id, existing_id=holder[0][0], unique_key=job.unique_key)
     if job.idempotency_key is not None:
         holder = tx.rows(
             "SELECT id FROM jobs WHERE idempotency_key = ? AND id != ?"
@@ -434,6 +452,7 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
 
     def _insert(self, batch: Sequence[Job]) -> None:
         def insert(tx: _Tx) -> None:
+            self._release_unique_keys(tx, batch)
             for job in batch:
                 try:
                     tx.write(_INSERT, _job_params(job))
