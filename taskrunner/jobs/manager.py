@@ -85,6 +85,7 @@ from taskrunner.jobs.handles import (
 from taskrunner.jobs.model import MAX_PRIORITY, MIN_PRIORITY, Job, new_job
 from taskrunner.jobs.registry import Registry
 from taskrunner.jobs.retry import RetryPolicy
+from taskrunner.jobs.scheduling import Scheduling
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import BatchCompletion, JobPage, JobStore
 from taskrunner.pool import ThreadPool
@@ -105,7 +106,7 @@ __all__ = [
 log = logging.getLogger("taskrunner.jobs")
 
 
-class JobManager(Registry, Attempts):
+class JobManager(Registry, Attempts, Scheduling):
     """Durable jobs: submit, run with retries, cancel, recover.  Thread-safe.
 
     ``store`` is a :class:`JobStore` (``SQLiteJobStore`` is the embedded
@@ -247,6 +248,7 @@ class JobManager(Registry, Attempts):
         poller = self._io_runner.post_repeating_task(self._poll_store, self._poll, name="jobs-poll")
         with self._lock:
             self._repeating = [heartbeat, poller]
+        self._start_schedules()  # periodic schedules (scheduling.py)
         # --- store wake-ups (PostgresJobStore.subscribe: LISTEN/NOTIFY) ---------------------
         # A store that can announce new or due jobs makes us claim at once rather than at
         # the next poll; polling stays the fallback.  Self-contained: remove to disable.

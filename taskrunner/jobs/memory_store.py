@@ -39,6 +39,8 @@ from taskrunner.jobs.rules import (
     matches,
     on_attempt,
 )
+from taskrunner.jobs.schedule_model import Schedule, after_put
+from taskrunner.jobs.schedule_store import Plan
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import (
     FaultInjector,
@@ -68,6 +70,8 @@ class MemoryJobStore(BaseJobStore):
         self._keys: dict[str, str] = {}
         # unique key -> id of the job holding it (in any state, until released).
         self._uniques: dict[str, str] = {}
+        # Periodic schedules by name.
+        self._schedules: dict[str, Schedule] = {}
         self._closed = False
 
     # ------------------------------------------------------------ helpers (under _lock)
@@ -339,6 +343,68 @@ class MemoryJobStore(BaseJobStore):
             self._uniques.clear()
             return count
 
+    # ------------------------------------------------------------ schedules
+
+    def _put_schedule(self, schedule: Schedule) -> Schedule:
+        with self._lock:
+            self._check_open()
+            stored = after_put(self._schedules.get(schedule.name), schedule)
+            self._inject("put_schedule")
+            self._schedules[schedule.name] = stored
+            return stored
+
+    def _get_schedule(self, name: str) -> Schedule | None:
+        with self._lock:
+            self._check_open()
+            return self._schedules.get(name)
+
+    def _list_schedules(self) -> list[Schedule]:
+        with self._lock:
+            self._check_open()
+            return [self._schedules[name] for name in sorted(self._schedules)]
+
+    def _delete_schedule(self, name: str) -> bool:
+        with self._lock:
+            self._check_open()
+            if name not in self._schedules:
+                return False
+            self._inject("delete_schedule")
+            del self._schedules[name]
+            return True
+
+    def _due_schedules(self, now: float) -> list[str]:
+        with self._lock:
+            self._check_open()
+            due = [s for s in self._schedules.values() if s.next_run_at is not None]
+            return [
+                s.name
+                for s in sorted(due, key=lambda s: (s.next_run_at, s.name))
+                if s.next_run_at is not None and s.next_run_at <= now
+            ]
+
+    def _fire(self, name: str, now: float, plan: Plan) -> list[Job]:
+        with self._lock:
+            self._check_open()
+            schedule = self._schedules.get(name)
+            if schedule is None:
+                return []
+            jobs, new = plan(schedule)
+            if new is schedule:
+                return []
+            jobs = [job for job in jobs if job.id not in self._jobs]
+            self._inject("fire_schedule")
+            self._write("fire_schedule", jobs)
+            self._schedules[name] = new
+            return jobs
+
+    def _next_schedule_at(self) -> float | None:
+        with self._lock:
+            self._check_open()
+            return min(
+                (s.next_run_at for s in self._schedules.values() if s.next_run_at is not None),
+                default=None,
+            )
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -346,6 +412,7 @@ class MemoryJobStore(BaseJobStore):
             self._order.clear()
             self._keys.clear()
             self._uniques.clear()
+            self._schedules.clear()
 
     def __enter__(self) -> MemoryJobStore:
         return self

@@ -122,6 +122,35 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             " WHERE unique_key IS NOT NULL",
         ),
     ),
+    Migration(
+        4,
+        "periodic schedules",
+        (
+            """
+            CREATE TABLE {schema}.schedules (
+                name          text COLLATE "C" PRIMARY KEY,
+                type          text COLLATE "C" NOT NULL,
+                args          bytea NOT NULL,
+                cron          text,
+                every         double precision,
+                timezone      text NOT NULL,
+                misfire       text NOT NULL CHECK (misfire IN ('once', 'all', 'skip')),
+                misfire_grace double precision NOT NULL,
+                priority      integer NOT NULL,
+                max_attempts  bigint NOT NULL,
+                timeout       double precision,
+                start         double precision,
+                next_run_at   double precision,
+                created_at    double precision NOT NULL,
+                updated_at    double precision NOT NULL,
+                CHECK ((cron IS NULL) <> (every IS NULL))
+            )
+            """,
+            # due_schedules and next_schedule_at.
+            "CREATE INDEX schedules_next_run ON {schema}.schedules (next_run_at)"
+            " WHERE next_run_at IS NOT NULL",
+        ),
+    ),
 )
 
 #: The schema version this code writes (the last migration's).

@@ -229,6 +229,7 @@ class PostgresJobStore(SqlJobStore[PgTx]):
         self._fault_injector = fault_injector
         self._sql = PgSql(self._schema)
         self._table = self._sql.jobs
+        self._schedules_table = f'"{self._schema}".schedules'
         # _lock guards _closed, _subscribers, _next_subscriber and _listener.  It is never
         # held while talking to the database or calling a subscriber.
         self._lock = threading.Lock()
@@ -352,8 +353,7 @@ class PostgresJobStore(SqlJobStore[PgTx]):
     def _insert(self, batch: Sequence[Job]) -> None:
         def insert(tx: PgTx) -> None:
             self._release_unique_keys(tx, batch)
-            tx.write_many(self._sql.insert, [job_values(job) for job in batch])
-            tx.pending(min(job.run_at for job in batch))
+            self._insert_in(tx, batch)
 
         for _ in range(_RETRIES):
             try:
@@ -367,6 +367,10 @@ class PostgresJobStore(SqlJobStore[PgTx]):
                     raise duplicate from exc
                 # The row that collided is gone (finished, purged): try again.
         raise StoreError(f"insert: constraint kept failing for {len(batch)} job(s)")
+
+    def _insert_in(self, tx: PgTx, jobs: Sequence[Job]) -> None:
+        tx.write_many(self._sql.insert, [job_values(job) for job in jobs])
+        tx.pending(min(job.run_at for job in jobs))
 
     def _find_duplicate(self, batch: Sequence[Job]) -> DuplicateJobError | None:
         """Which job of ``batch`` collided, and with what, in the order the jobs were given.

@@ -48,6 +48,7 @@ from taskrunner.jobs.rules import (
     on_attempt,
 )
 from taskrunner.jobs.sql_rows import repaired
+from taskrunner.jobs.sql_schedules import SqlSchedules
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import LeaseRenewal
 
@@ -86,7 +87,7 @@ class SqlTx(Protocol):
 TxT = TypeVar("TxT", bound=SqlTx)
 
 
-class SqlJobStore(BaseJobStore, Generic[TxT]):
+class SqlJobStore(BaseJobStore, SqlSchedules[TxT], Generic[TxT]):
     """The SQL store's primitives over a dialect (see the module docstring)."""
 
     __slots__ = ()

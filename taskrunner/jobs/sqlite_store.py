@@ -157,6 +157,35 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key) WHERE unique_key IS NOT NULL",
         ),
     ),
+    Migration(
+        5,
+        "periodic schedules",
+        (
+            """
+            CREATE TABLE schedules (
+                name          TEXT PRIMARY KEY NOT NULL,
+                type          TEXT NOT NULL,
+                args          BLOB NOT NULL,
+                cron          TEXT,
+                every         REAL,
+                timezone      TEXT NOT NULL,
+                misfire       TEXT NOT NULL CHECK (misfire IN ('once', 'all', 'skip')),
+                misfire_grace REAL NOT NULL,
+                priority      INTEGER NOT NULL,
+                max_attempts  INTEGER NOT NULL,
+                timeout       REAL,
+                start         REAL,
+                next_run_at   REAL,
+                created_at    REAL NOT NULL,
+                updated_at    REAL NOT NULL,
+                CHECK ((cron IS NULL) <> (every IS NULL))
+            )
+            """,
+            # due_schedules and next_schedule_at.
+            "CREATE INDEX schedules_next_run ON schedules (next_run_at)"
+            " WHERE next_run_at IS NOT NULL",
+        ),
+    ),
 )
 
 #: The schema version this code writes (the last migration's).
@@ -453,18 +482,22 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
     def _insert(self, batch: Sequence[Job]) -> None:
         def insert(tx: _Tx) -> None:
             self._release_unique_keys(tx, batch)
-            for job in batch:
-                try:
-                    tx.write(_INSERT, _job_params(job))
-                except sqlite3.IntegrityError as exc:
-                    raise _duplicate(tx, job, exc, inserting=True) from exc
+            self._insert_in(tx, batch)
 
         self._transaction("insert", insert)
+
+    def _insert_in(self, tx: _Tx, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            try:
+                tx.write(_INSERT, _job_params(job))
+            except sqlite3.IntegrityError as exc:
+                raise _duplicate(tx, job, exc, inserting=True) from exc
 
     # ------------------------------------------------------------ the dialect
 
     _mark = "?"
     _table = "jobs"
+    _schedules_table = "schedules"
     _for_update = ""  # the write lock (BEGIN IMMEDIATE) covers every row
     _skip_locked = ""
     _chunk = _CHUNK
