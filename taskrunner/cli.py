@@ -388,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     from taskrunner.dashboard import command as dashboard_command
 
     dashboard_command.add_parser(commands, _store_options)
+    from taskrunner.jobs import schedule_command
+
+    schedule_command.add_parser(commands, _store_options)
     return parser
 
 

@@ -4,9 +4,15 @@ threads and from two processes), and the manager on mock time."""
 
 from __future__ import annotations
 
+import gc
 import itertools
+import json
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -396,3 +402,94 @@ def test_schedule_arguments_are_checked_by_name() -> None:
         with pytest.raises(ValueError, match="aware"):
             manager.schedule("x", every=60, start=datetime(2030, 1, 1))
         assert manager.schedules() == []
+
+
+def test_a_cron_schedule_without_cronsim_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cronsim", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"taskrunner\[schedules\]"):
+        check_cron("0 3 * * *")
+    assert plan_fire(sched(every=HOUR), T0 + HOUR) == ([T0 + HOUR], T0 + 2 * HOUR)
+
+
+def test_a_manager_with_an_armed_schedule_shuts_down_and_is_collected() -> None:
+    store = MemoryJobStore()
+    manager = JobManager(store, poll_interval=0.05)
+    manager.register("tick", lambda ctx, args: None)
+    manager.start()
+    manager.schedule("tick", every=timedelta(hours=1))  # its timer waits an hour
+    gone = threading.Event()
+    weakref.finalize(manager, gone.set)
+    stopper = threading.Thread(target=manager.shutdown, kwargs={"timeout": 10})
+    stopper.start()  # from another thread
+    stopper.join(30)
+    assert not stopper.is_alive()
+    del manager, stopper
+    gc.collect()
+    assert gone.is_set()
+    assert [s.name for s in store.list_schedules()] == ["tick"]  # durable: it stays
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, "-m", "taskrunner", *args],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        timeout=60,
+    )
+
+
+def test_the_command_line_lists_schedules_with_their_next_run(tmp_path: Path) -> None:
+    db = str(tmp_path / "jobs.db")
+    with SQLiteJobStore(db) as store:
+        store.put_schedule(sched("nightly", cron="0 3 * * *", timezone="Europe/Paris"))
+        store.put_schedule(sched("hourly", every=HOUR))
+    listed = cli("schedules", "list", "--db", db)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "TYPE", "WHEN", "TIMEZONE", "MISFIRE", "NEXT", "RUN"]
+    assert lines[1].split()[:5] == ["hourly", "report", "every", "1h", "UTC"]
+    assert "2026-06-01 13:00:00+00:00" in lines[1]
+    assert "0 3 * * *" in lines[2] and "2026-06-02 03:00:00+02:00" in lines[2]
+    data = json.loads(cli("schedules", "list", "--db", db, "--json").stdout)
+    assert [(d["name"], d["args"], d["next_run_at"]) for d in data] == [
+        ("hourly", {"n": 1}, T0 + HOUR),
+        ("nightly", {"n": 1}, paris(2026, 6, 2, 3)),
+    ]
+    removed = cli("schedules", "remove", "--db", db, "hourly")
+    assert removed.returncode == 0 and "removed" in removed.stdout
+    assert cli("schedules", "remove", "--db", db, "hourly").returncode == 1
+    missing = cli("schedules", "list", "--db", str(tmp_path / "nope.db"))
+    assert missing.returncode == 2 and "no such database file" in missing.stderr
+
+
+def readme_example(title: str) -> str:
+    """The first ```python block after the README heading ``title``."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index(f"\n### {title}\n") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```\n", start)]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_the_readme_example_runs_on_mock_time(kind: str, tmp_path: Path) -> None:
+    store = make_store(kind, tmp_path)
+    sent: list[str] = []
+    beats: list[float] = []
+    try:
+        with TaskEnvironment() as env:
+            manager = JobManager(store, env.pool, poll_interval=DAY, lease_seconds=HOUR)
+            manager.register("heartbeat", lambda ctx, args: beats.append(1), may_block=False)
+            manager.start()
+            exec(readme_example("Periodic jobs"), {"manager": manager, "send_report": sent.append})
+            (nightly,) = [s for s in manager.schedules() if s.name == "nightly_report"]
+            assert nightly.next_run_at is not None
+            assert local(nightly.next_run_at).hour == 3
+            env.fast_forward(DAY)
+            assert sent == ["ops"]
+            assert len(beats) == 288
+            manager.shutdown()
+    finally:
+        store.close()
