@@ -493,3 +493,24 @@ def test_the_readme_example_runs_on_mock_time(kind: str, tmp_path: Path) -> None
             manager.shutdown()
     finally:
         store.close()
+
+
+def test_a_schedule_that_cannot_fire_is_logged_and_retried_at_the_poll_not_at_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MemoryJobStore()
+    store.put_schedule(sched("broken", cron="0 * * * *", next_run_at=T0))
+    store.put_schedule(sched("fine", every=HOUR))
+    with TaskEnvironment() as env:
+        manager = JobManager(store, env.pool, poll_interval=600, lease_seconds=HOUR)
+        ran: list[int] = []
+        manager.register("report", lambda ctx, args: ran.append(1), may_block=False)
+        with monkeypatch.context() as patch:
+            patch.setitem(sys.modules, "cronsim", None)  # as if it were not installed
+            manager.start()
+            env.fast_forward(1200)  # a busy loop would never let this return
+        assert "schedule broken could not be fired" in caplog.text
+        # At start, then at each poll and at the retry timer: a few, not a busy loop.
+        assert caplog.text.count("could not be fired") <= 5
+        assert len(ran) >= 1  # "fine" (long overdue on this clock) fired regardless
+        manager.shutdown()

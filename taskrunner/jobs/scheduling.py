@@ -176,6 +176,7 @@ class Scheduling(ManagerCore):
             return
         now = self.now() if at is None else max(self.now(), at)
         enqueued = 0
+        failed = False
         for name in store.due_schedules(now):
             try:
                 jobs = store.fire_schedule(name, now)
@@ -183,13 +184,21 @@ class Scheduling(ManagerCore):
                 raise  # the IO layer retries the firing
             except Exception:
                 log.exception("schedule %s could not be fired", name, extra={"schedule": name})
+                failed = True
                 continue
             enqueued += len(jobs)
             for job in jobs:
                 self._job_metric(job)
         if enqueued:
             self._kick()
-        self._arm_schedules(store.next_schedule_at())
+        following = store.next_schedule_at()
+        if following is not None and following <= now and failed:
+            # A schedule that cannot be fired stays due: try again at the next poll,
+            # not at once (the others' timer waits as long, at worst).
+            following = now + self._poll
+        # Still due without a failure: an "all" schedule catching up (MAX_CATCH_UP
+        # per firing) goes on at once.
+        self._arm_schedules(following)
 
     def _kick(self, at_ns: int | None = None) -> None:
         """Claim due jobs now (:class:`~taskrunner.jobs.attempts.Attempts`' comes first)."""
