@@ -32,6 +32,7 @@ from taskrunner.jobs import (
     MemoryJobStore,
     Schedule,
     ScheduleStore,
+    SerializationError,
     SQLiteJobStore,
     UnknownScheduleError,
 )
@@ -401,6 +402,10 @@ def test_schedule_arguments_are_checked_by_name() -> None:
             manager.schedule("x", every=60, start="tomorrow")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="aware"):
             manager.schedule("x", every=60, start=datetime(2030, 1, 1))
+        with pytest.raises(SerializationError, match="schedule 'x'"):
+            manager.schedule("x", every=60, args={1, 2})
+        with pytest.raises(ValueError, match="misfire"):
+            manager.schedule("x", every=60, misfire="later")
         assert manager.schedules() == []
 
 

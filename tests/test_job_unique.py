@@ -19,6 +19,7 @@ from test_job_store_contract import LEASE, T0, Faults, make_store
 from taskrunner.jobs import (
     DuplicateJobError,
     JobManager,
+    JobSpec,
     JobState,
     JobStore,
     MemoryJobStore,
@@ -257,6 +258,15 @@ def test_submit_refuses_or_returns_the_existing_job(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="unique_by"):
             manager.submit("report", {"day": 9}, unique_for=60, unique_by=("colour",))
         assert manager.stats()["submitted"] == 3
+        # A batch is all or nothing: a duplicate in it stores none of it.
+        with pytest.raises(DuplicateJobError):
+            manager.submit_many(
+                [
+                    JobSpec("report", {"day": 10}, unique_for=60),
+                    JobSpec("report", {"day": 7}, unique_for=60),
+                ]
+            )
+        assert manager.list(type="report").jobs[-1].id == other.id
 
 
 def readme_example(title: str) -> str:

@@ -30,9 +30,11 @@ if TYPE_CHECKING:
 __all__ = [
     "check_cron",
     "check_timezone",
+    "describe",
     "first_at_or_after",
     "latest_at_or_before",
     "next_after",
+    "occurrence_stamp",
     "occurrences_after",
 ]
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from taskrunner.errors import RunnerClosedError
 from taskrunner.jobs.errors import StoreError
+from taskrunner.jobs.handles import SerializationError
 from taskrunner.jobs.manager_core import ManagerCore
 from taskrunner.jobs.schedule_model import Schedule, check_schedule_name
 from taskrunner.jobs.schedule_store import ScheduleStore
@@ -113,11 +114,17 @@ class Scheduling(ManagerCore):
         if cron is not None:
             check_cron(cron)
         timezone = check_timezone(timezone)
+        try:
+            payload = self._serializer.dumps(args)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(
+                f"arguments of schedule {name!r} cannot be encoded: {exc}"
+            ) from exc
         now = self.now()
         schedule = Schedule(
             name=name,
             type=name if job_type is None else job_type,
-            args=self._serializer.dumps(args),
+            args=payload,
             cron=cron,
             every=None if every is None else _seconds("every", every),
             timezone=timezone,
