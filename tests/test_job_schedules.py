@@ -9,9 +9,12 @@ import itertools
 import json
 import multiprocessing
 import os
+import random
+import signal
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import replace
@@ -519,3 +522,56 @@ def test_a_schedule_that_cannot_fire_is_logged_and_retried_at_the_poll_not_at_on
         assert caplog.text.count("could not be fired") <= 5
         assert len(ran) >= 1  # "fine" (long overdue on this clock) fired regardless
         manager.shutdown()
+
+
+def _fire_forever(kind: str, where: str, schema: str, wall0: float) -> None:
+    """Child process: fire the schedule "fast" in a loop, its clock at 100x speed."""
+    store = open_store(kind, where, schema)
+    while True:
+        store.fire_schedule("fast", T0 + (time.time() - wall0) * 100)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_firers_killed_mid_transaction_neither_lose_nor_double_an_occurrence(
+    kind: str, tmp_path: Path
+) -> None:
+    if kind == "sqlite":
+        where, schema = str(tmp_path / "jobs.db"), ""
+    else:
+        where, schema = require_dsn(), new_schema()
+    with open_store(kind, where, schema) as setup:
+        setup.put_schedule(sched("fast", every=1.0, misfire="all", next_run_at=T0 + 1))
+    ctx = multiprocessing.get_context("spawn")
+    wall0 = time.time()
+    rng = random.Random(18)
+    firers = [
+        ctx.Process(target=_fire_forever, args=(kind, where, schema, wall0)) for _ in range(2)
+    ]
+    for firer in firers:
+        firer.start()
+    kills = 0
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.2, 0.5))  # a random moment, often mid-transaction
+        victim = rng.randrange(len(firers))
+        os.kill(firers[victim].pid or 0, signal.SIGKILL)
+        firers[victim].join(30)
+        kills += 1
+        firers[victim] = ctx.Process(target=_fire_forever, args=(kind, where, schema, wall0))
+        firers[victim].start()
+    for firer in firers:
+        os.kill(firer.pid or 0, signal.SIGKILL)
+        firer.join(30)
+    with open_store(kind, where, schema) as check:
+        following = check.get_schedule("fast").next_run_at
+        times: list[float] = []
+        cursor = None
+        while True:
+            page = check.list_jobs(limit=1000, after=cursor)
+            times.extend(job.run_at for job in page.jobs)
+            if (cursor := page.next_cursor) is None:
+                break
+        times.sort()
+    assert kills >= 10 and len(times) > 100
+    # Every occurrence before the schedule's next run was enqueued, and once.
+    assert times == [T0 + k for k in range(1, round(following - T0))]

@@ -102,7 +102,15 @@ def test_the_runtime_leaves_the_root_logger_alone(caplog: pytest.LogCaptureFixtu
 
 # The command-line application (its output *is* printing) is not the runtime
 # (command.py: the `taskrunner dashboard` subcommand).
-APP_MODULES = {"__main__.py", "cli.py", "_console.py", "demo.py", "bench_report.py", "command.py"}
+APP_MODULES = {
+    "__main__.py",
+    "cli.py",
+    "_console.py",
+    "demo.py",
+    "bench_report.py",
+    "command.py",
+    "schedule_command.py",
+}
 
 ROOT_LOGGING = {
     "logging.basicConfig",
