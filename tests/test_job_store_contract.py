@@ -45,7 +45,9 @@ from taskrunner.jobs import (
     new_job_id,
     retry_call,
 )
+from taskrunner.jobs.schedule_model import Schedule
 from taskrunner.jobs.store import BatchCompletion
+from taskrunner.jobs.unique import with_uniqueness
 
 pytestmark = [
     pytest.mark.thread_unsafe(
@@ -982,9 +984,41 @@ class StoresAgree(RuleBasedStateMachine):
         self.now += dt
         self.both(lambda s: s.purge(self.now - 5))
 
+    @rule(dt=STEPS, key=st.integers(1, 2), window=st.sampled_from([3.0, 30.0]))
+    def insert_unique(self, dt: float, key: int, window: float) -> None:
+        self.now += dt
+        job = with_uniqueness(mk(f"j{self.count}", now=self.now), {"k": key}, window)
+        if self.both(lambda s: s.insert(job))[0] == "ok":
+            self.count += 1
+
+    @rule(
+        dt=STEPS,
+        misfire=st.sampled_from(["once", "all", "skip"]),
+        every=st.sampled_from([1.0, 2.5]),
+    )
+    def put_schedule(self, dt: float, misfire: str, every: float) -> None:
+        self.now += dt
+        schedule = Schedule(
+            name="s",
+            type="t",
+            every=every,
+            misfire=misfire,
+            misfire_grace=1.0,
+            next_run_at=self.now + every,
+            created_at=self.now,
+            updated_at=self.now,
+        )
+        self.both(lambda s: s.put_schedule(schedule))
+
+    @rule(dt=STEPS)
+    def fire_schedule(self, dt: float) -> None:
+        self.now += dt
+        self.both(lambda s: s.fire_schedule("s", self.now))
+
     @invariant()
     def same_jobs(self) -> None:
         if self.stores:
+            self.both(lambda s: s.list_schedules())
             self.both(lambda s: s.list_jobs(limit=1000))
             self.both(lambda s: s.count_jobs(states=["pending", "running"]))
             self.both(lambda s: s.next_due())

@@ -206,7 +206,15 @@ def test_a_version_1_file_is_migrated_and_keeps_its_jobs(path: Path) -> None:
             "old",
             "traced",
         ]
-    assert columns(path)[-3:] == ["trace_context", "cancel_requested", "queue"]
+    assert columns(path)[-5:] == [
+        "trace_context",
+        "cancel_requested",
+        "queue",
+        "unique_key",
+        "unique_until",
+    ]
+    with SQLiteJobStore(path) as store:  # the unique key of a migrated file
+        assert store.get("old").unique_key is None
 
 
 def test_a_failed_migration_leaves_the_file_as_it_was(path: Path) -> None:

@@ -48,7 +48,7 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "build_parser", "
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``taskrunner`` argument parser (every command, every option)."""
-    from taskrunner.cli import queues_command
+    from taskrunner.cli import queues_command, schedules_command
     from taskrunner.version import __version__
 
     parser = Parser(
@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard_command.add_parser(commands, store_options)
     queues_command.add_parser(commands, store_options)
+    schedules_command.add_parser(commands, store_options)
     return parser
 
 

@@ -64,6 +64,8 @@ from taskrunner.jobs.model import (
 )
 from taskrunner.jobs.outcomes import Cancel, Snooze
 from taskrunner.jobs.retry import RetryPolicy, retry_call
+from taskrunner.jobs.schedule_model import Schedule, ScheduleError, UnknownScheduleError
+from taskrunner.jobs.schedule_store import ScheduleStore
 from taskrunner.jobs.sqlite_store import SQLiteJobStore
 from taskrunner.jobs.states import (
     FINAL_STATES,
@@ -112,6 +114,9 @@ __all__ = [
     "MemoryJobStore",
     "RetryPolicy",
     "SQLiteJobStore",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleStore",
     "SerializationError",
     "Serializer",
     "Snooze",
@@ -119,6 +124,7 @@ __all__ = [
     "SubmitTimeoutError",
     "UnknownJobError",
     "UnknownJobTypeError",
+    "UnknownScheduleError",
     "can_transition",
     "check_transition",
     "is_final",

@@ -63,6 +63,7 @@ from taskrunner.jobs.rules import (
     encode_cursor,
     is_due,
 )
+from taskrunner.jobs.schedule_store import ScheduleMethods
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import MAX_PAGE_SIZE, JobPage, LeaseRenewal
 
@@ -72,13 +73,14 @@ __all__ = ["BaseJobStore", "Filters"]
 Filters = tuple["frozenset[JobState] | None", "frozenset[str] | None", "float | None"]
 
 
-class BaseJobStore(ABC):
+class BaseJobStore(ScheduleMethods, ABC):
     """The :class:`~taskrunner.jobs.store.JobStore` methods over a store's primitives.
 
     A subclass implements the abstract primitives (each one atomic, and
     thread-safe as the store promises) and ``next_due``/``close``.  The
     primitives receive arguments already checked; the ones that take a
-    collection never receive an empty one.
+    collection never receive an empty one.  The schedule methods and their
+    primitives are :class:`~taskrunner.jobs.schedule_store.ScheduleMethods`'.
     """
 
     __slots__ = ()

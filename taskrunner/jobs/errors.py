@@ -35,13 +35,15 @@ class JobError(TaskRunnerError):
 
 
 class DuplicateJobError(JobError, ValueError):
-    """A job could not be stored because its id, or its idempotency key, is taken.
+    """A job could not be stored because its id, idempotency key or unique key is taken.
 
     ``job_id`` is the id of the job being stored.  ``existing_id`` is the id of
     the stored job that holds the id or key (equal to ``job_id`` for a duplicate
     id), or ``None`` when it is not known.  ``idempotency_key`` is set when the
     key, not the id, collided: an idempotency key is held by at most one
-    unfinished (pending or running) job at a time.
+    unfinished (pending or running) job at a time.  ``unique_key`` is set when
+    the job's uniqueness collided (see :mod:`taskrunner.jobs.unique`): a job in
+    any state holds its unique key until its window (``unique_until``) ends.
     """
 
     def __init__(
@@ -50,11 +52,18 @@ class DuplicateJobError(JobError, ValueError):
         *,
         existing_id: str | None = None,
         idempotency_key: str | None = None,
+        unique_key: str | None = None,
     ) -> None:
         self.job_id = job_id
         self.existing_id = existing_id
         self.idempotency_key = idempotency_key
-        if idempotency_key is None:
+        self.unique_key = unique_key
+        if unique_key is not None:
+            message = (
+                f"job {job_id!r} is a duplicate of job {existing_id!r} "
+                f"(unique key {unique_key!r}, within its uniqueness window)"
+            )
+        elif idempotency_key is None:
             message = f"job {job_id!r} already exists"
         else:
             message = (

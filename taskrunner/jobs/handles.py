@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from taskrunner.jobs.context import CancelToken, JobContext
@@ -87,6 +88,10 @@ class JobSpec:
     timeout: float | None = None
     idempotency_key: str | None = None
     queue: str = DEFAULT_QUEUE
+    #: Uniqueness (see :mod:`taskrunner.jobs.unique`): the window (a timedelta or
+    #: seconds; None: not unique) and the fields the unique key covers.
+    unique_for: timedelta | float | None = None
+    unique_by: tuple[str, ...] = ("type", "args")
 
 
 @dataclass(frozen=True, slots=True)

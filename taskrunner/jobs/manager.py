@@ -63,12 +63,14 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from datetime import timedelta
 from typing import Any
 
 from taskrunner.errors import RunnerClosedError
 from taskrunner.jobs import context as ctxmod
+from taskrunner.jobs import unique
 from taskrunner.jobs.context import CancelToken
-from taskrunner.jobs.errors import JobCancelled, UnknownJobTypeError
+from taskrunner.jobs.errors import DuplicateJobError, JobCancelled, UnknownJobTypeError
 from taskrunner.jobs.handles import (
     JobFailedError,
     JobHandle,
@@ -84,6 +86,7 @@ from taskrunner.jobs.model import MAX_PRIORITY, MIN_PRIORITY, Job, new_job
 from taskrunner.jobs.queues import DEFAULT_QUEUE
 from taskrunner.jobs.registry import Registry
 from taskrunner.jobs.retry import RetryPolicy
+from taskrunner.jobs.scheduling import Scheduling
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import BatchCompletion, JobPage, JobStore
 from taskrunner.runtime.pool import ThreadPool
@@ -104,7 +107,7 @@ __all__ = [
 log = logging.getLogger("taskrunner.jobs")
 
 
-class JobManager(Registry, QueueMixin):
+class JobManager(Registry, QueueMixin, Scheduling):
     """Durable jobs: submit, run with retries, cancel, recover.  Thread-safe.
 
     ``store`` is a :class:`JobStore` (``SQLiteJobStore`` is the embedded
@@ -246,6 +249,7 @@ class JobManager(Registry, QueueMixin):
         poller = self._io_runner.post_repeating_task(self._poll_store, self._poll, name="jobs-poll")
         with self._lock:
             self._repeating = [heartbeat, poller]
+        self._start_schedules()  # periodic schedules (scheduling.py)
         # --- store wake-ups (PostgresJobStore.subscribe: LISTEN/NOTIFY) ---------------------
         # A store that can announce new or due jobs makes us claim at once rather than at
         # the next poll; polling stays the fallback.  Self-contained: remove to disable.
@@ -327,6 +331,9 @@ class JobManager(Registry, QueueMixin):
         store_timeout: float | None = None,
         connection: object = None,
         queue: str = DEFAULT_QUEUE,
+        unique_for: timedelta | float | None = None,
+        unique_by: Sequence[str] = unique.DEFAULT_UNIQUE_BY,
+        on_duplicate: str = "raise",
     ) -> JobHandle:
         """Store a job durably, then schedule it; returns once it is stored.
 
@@ -349,7 +356,14 @@ class JobManager(Registry, QueueMixin):
         queued or waiting to retry a failed attempt, the submit is withdrawn,
         nothing is stored and :class:`SubmitTimeoutError` is raised.  A write
         already in progress at that moment is waited for (if it lands, the
-        submit succeeds)."""
+        submit succeeds).
+
+        ``unique_for`` (a timedelta or seconds) makes the job unique over the
+        fields ``unique_by`` for that long from now (:mod:`~taskrunner.jobs.unique`):
+        a duplicate within the window is refused by the store's constraint, in
+        any process, with :class:`DuplicateJobError` naming the existing job;
+        ``on_duplicate="return"`` returns the existing job's handle instead (for
+        a taken id or idempotency key too)."""
         if store_timeout is not None and (
             isinstance(store_timeout, bool)
             or not isinstance(store_timeout, (int, float))
@@ -359,17 +373,33 @@ class JobManager(Registry, QueueMixin):
             raise ValueError(
                 f"store_timeout must be a number of seconds > 0, got {store_timeout!r}"
             )
-        fields = (job_type, args, job_id, priority, delay, run_at, max_attempts, timeout)
-        spec = JobSpec(*fields, idempotency_key, queue)
-        if self._otel is None:
-            job, due_ns = self._build(spec, self._clock.now_ns())
-            self._insert([job], store_timeout, connection)
-        else:
-            with self._otel.job_submit_span(
-                job_type, job_id, tracer_provider=self._tracer_provider
-            ):
+        on_duplicate = unique.check_on_duplicate(on_duplicate)
+        spec = JobSpec(
+            job_type,
+            args,
+            job_id,
+            priority,
+            delay,
+            run_at,
+            max_attempts,
+            timeout,
+            idempotency_key,
+            queue=queue,
+            unique_for=unique_for,
+            unique_by=unique.check_unique_by(unique_by),
+        )
+        try:
+            if self._otel is None:
                 job, due_ns = self._build(spec, self._clock.now_ns())
                 self._insert([job], store_timeout, connection)
+            else:
+                with self._otel.job_submit_span(
+                    job_type, job_id, tracer_provider=self._tracer_provider
+                ):
+                    job, due_ns = self._build(spec, self._clock.now_ns())
+                    self._insert([job], store_timeout, connection)
+        except DuplicateJobError as exc:
+            return unique.duplicate_handle(self, exc, on_duplicate)
         return self._track(job, cancel_token, deadline, due_ns)
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
@@ -436,7 +466,7 @@ class JobManager(Registry, QueueMixin):
             trace_context=self._trace_carrier(),
             queue=spec.queue,
         )
-        return job, due_ns
+        return unique.with_uniqueness(job, spec.args, spec.unique_for, spec.unique_by), due_ns
 
     def _trace_carrier(self) -> dict[str, str] | None:
         """The current trace context to store with a new job (inside its submit span)."""

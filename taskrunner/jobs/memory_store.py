@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
@@ -40,6 +41,8 @@ from taskrunner.jobs.rules import (
     matches,
     on_attempt,
 )
+from taskrunner.jobs.schedule_model import Schedule, after_put
+from taskrunner.jobs.schedule_store import Plan
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import (
     FaultInjector,
@@ -69,6 +72,10 @@ class MemoryJobStore(BaseJobStore):
         self._keys: dict[str, str] = {}
         # queue name -> paused, for every queue ever paused or resumed.
         self._queues: dict[str, bool] = {}
+        # unique key -> id of the job holding it (in any state, until released).
+        self._uniques: dict[str, str] = {}
+        # Periodic schedules by name.
+        self._schedules: dict[str, Schedule] = {}
         self._closed = False
 
     # ------------------------------------------------------------ helpers (under _lock)
@@ -92,6 +99,22 @@ class MemoryJobStore(BaseJobStore):
         if holder is not None and holder != job.id:
             raise DuplicateJobError(job.id, existing_id=holder, idempotency_key=key)
 
+    def _check_unique(self, job: Job, batch: dict[str, Job], released: dict[str, Job]) -> None:
+        """Raise if ``job``'s unique key is held within its window; else note the
+        expired holder to release (as the SQL stores' _release_unique_keys does)."""
+        key = job.unique_key
+        assert key is not None
+        mate = batch.get(key)
+        if mate is not None:  # two jobs of one batch: the SQL stores release keys first
+            raise DuplicateJobError(job.id, existing_id=mate.id, unique_key=key)
+        holder_id = self._uniques.get(key)
+        if holder_id is None:
+            return
+        holder = self._jobs[holder_id]
+        if holder.unique_until is not None and holder.unique_until > job.created_at:
+            raise DuplicateJobError(job.id, existing_id=holder.id, unique_key=key)
+        released[holder.id] = dataclasses.replace(holder, unique_key=None, unique_until=None)
+
     def _inject(self, operation: str) -> None:
         if self._fault_injector is None:
             return
@@ -113,9 +136,22 @@ class MemoryJobStore(BaseJobStore):
                 bisect.insort(self._order, (job.created_at, job.id))
             elif old.idempotency_key is not None and self._keys.get(old.idempotency_key) == job.id:
                 del self._keys[old.idempotency_key]
+            if (
+                old is not None
+                and old.unique_key is not None
+                and old.unique_key != job.unique_key
+                and self._uniques.get(old.unique_key) == job.id
+            ):
+                del self._uniques[old.unique_key]
             self._jobs[job.id] = job
             if job.idempotency_key is not None and not job.is_final:
                 self._keys[job.idempotency_key] = job.id
+            if job.unique_key is not None:
+                self._uniques[job.unique_key] = job.id
+
+    def _forget_unique(self, job: Job) -> None:
+        if job.unique_key is not None and self._uniques.get(job.unique_key) == job.id:
+            del self._uniques[job.unique_key]
 
     # ------------------------------------------------------------ the primitives
 
@@ -128,6 +164,8 @@ class MemoryJobStore(BaseJobStore):
             self._check_open()
             ids: set[str] = set()
             keys = dict(self._keys)
+            uniques: dict[str, Job] = {}  # unique key -> its holder, as this batch leaves it
+            released: dict[str, Job] = {}  # holders whose window ended, keys cleared
             for job in batch:
                 if job.id in self._jobs or job.id in ids:
                     raise DuplicateJobError(job.id, existing_id=job.id)
@@ -135,7 +173,10 @@ class MemoryJobStore(BaseJobStore):
                 self._check_key(job, keys)
                 if job.idempotency_key is not None:
                     keys[job.idempotency_key] = job.id
-            self._write("insert", batch)
+                if job.unique_key is not None:
+                    self._check_unique(job, uniques, released)
+                    uniques[job.unique_key] = job
+            self._write("insert", [*released.values(), *batch])
 
     def _get(self, job_id: str) -> Job:
         with self._lock:
@@ -312,7 +353,7 @@ class MemoryJobStore(BaseJobStore):
                 return 0
             self._inject("purge")
             for job_id in doomed:
-                del self._jobs[job_id]  # final jobs hold no idempotency key
+                self._forget_unique(self._jobs.pop(job_id))  # final: no idempotency key
             self._order = [entry for entry in self._order if entry[1] not in doomed]
             return len(doomed)
 
@@ -331,6 +372,7 @@ class MemoryJobStore(BaseJobStore):
             key = job.idempotency_key
             if key is not None and self._keys.get(key) == job_id:
                 del self._keys[key]
+            self._forget_unique(job)
             return job
 
     def _clear(self) -> int:
@@ -345,7 +387,70 @@ class MemoryJobStore(BaseJobStore):
             self._jobs.clear()
             self._order.clear()
             self._keys.clear()
+            self._uniques.clear()
             return count
+
+    # ------------------------------------------------------------ schedules
+
+    def _put_schedule(self, schedule: Schedule) -> Schedule:
+        with self._lock:
+            self._check_open()
+            stored = after_put(self._schedules.get(schedule.name), schedule)
+            self._inject("put_schedule")
+            self._schedules[schedule.name] = stored
+            return stored
+
+    def _get_schedule(self, name: str) -> Schedule | None:
+        with self._lock:
+            self._check_open()
+            return self._schedules.get(name)
+
+    def _list_schedules(self) -> list[Schedule]:
+        with self._lock:
+            self._check_open()
+            return [self._schedules[name] for name in sorted(self._schedules)]
+
+    def _delete_schedule(self, name: str) -> bool:
+        with self._lock:
+            self._check_open()
+            if name not in self._schedules:
+                return False
+            self._inject("delete_schedule")
+            del self._schedules[name]
+            return True
+
+    def _due_schedules(self, now: float) -> list[str]:
+        with self._lock:
+            self._check_open()
+            due = [s for s in self._schedules.values() if s.next_run_at is not None]
+            return [
+                s.name
+                for s in sorted(due, key=lambda s: (s.next_run_at, s.name))
+                if s.next_run_at is not None and s.next_run_at <= now
+            ]
+
+    def _fire(self, name: str, now: float, plan: Plan) -> list[Job]:
+        with self._lock:
+            self._check_open()
+            schedule = self._schedules.get(name)
+            if schedule is None:
+                return []
+            jobs, new = plan(schedule)
+            if new is schedule:
+                return []
+            jobs = [job for job in jobs if job.id not in self._jobs]
+            self._inject("fire_schedule")
+            self._write("fire_schedule", jobs)
+            self._schedules[name] = new
+            return jobs
+
+    def _next_schedule_at(self) -> float | None:
+        with self._lock:
+            self._check_open()
+            return min(
+                (s.next_run_at for s in self._schedules.values() if s.next_run_at is not None),
+                default=None,
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -354,6 +459,8 @@ class MemoryJobStore(BaseJobStore):
             self._order.clear()
             self._keys.clear()
             self._queues.clear()
+            self._uniques.clear()
+            self._schedules.clear()
 
     def __enter__(self) -> MemoryJobStore:
         return self

@@ -200,6 +200,12 @@ class Job:
     cancel_requested: bool = False
     #: The queue the job belongs to (see :mod:`taskrunner.jobs.queues`).
     queue: str = DEFAULT_QUEUE
+    #: Uniqueness (see :mod:`taskrunner.jobs.unique`): while ``unique_until`` is
+    #: after a new job's ``created_at``, no other job may be stored with the same
+    #: ``unique_key``.  Both are set or neither; a store clears them on this job
+    #: when a later job takes the key after the window.
+    unique_key: str | None = None
+    unique_until: float | None = None
 
     def __post_init__(self) -> None:
         put = object.__setattr__  # the one way to normalise fields of a frozen dataclass
@@ -237,6 +243,12 @@ class Job:
                 f"Job.cancel_requested must be a bool, got {type(self.cancel_requested).__name__}"
             )
         check_queue(self.queue, "Job.queue")
+        if self.unique_key is not None:
+            check_name("Job.unique_key", self.unique_key)
+        if self.unique_until is not None:
+            put(self, "unique_until", check_time("Job.unique_until", self.unique_until))
+        if (self.unique_key is None) != (self.unique_until is None):
+            raise ValueError(f"job {self.id!r}: unique_key and unique_until are set together")
         self._check_state_invariants(state)
 
     def _check_state_invariants(self, state: JobState) -> None:
@@ -307,6 +319,8 @@ def new_job(
     idempotency_key: str | None = None,
     trace_context: Mapping[str, str] | None = None,
     queue: str = DEFAULT_QUEUE,
+    unique_key: str | None = None,
+    unique_until: float | None = None,
 ) -> Job:
     """A new ``PENDING`` job ready for :meth:`JobStore.insert`.
 
@@ -328,4 +342,6 @@ def new_job(
         idempotency_key=idempotency_key,
         trace_context=trace_context,
         queue=queue,
+        unique_key=unique_key,
+        unique_until=unique_until,
     )

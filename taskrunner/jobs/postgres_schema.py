@@ -129,6 +129,47 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    Migration(
+        4,
+        "job uniqueness (unique_for/unique_by)",
+        (
+            'ALTER TABLE {schema}.jobs ADD COLUMN unique_key text COLLATE "C"',
+            "ALTER TABLE {schema}.jobs ADD COLUMN unique_until double precision",
+            # A unique key is held by one job at a time; an insert first releases
+            # the keys whose window ended (SqlJobStore._release_unique_keys).
+            "CREATE UNIQUE INDEX jobs_unique_key ON {schema}.jobs (unique_key)"
+            " WHERE unique_key IS NOT NULL",
+        ),
+    ),
+    Migration(
+        5,
+        "periodic schedules",
+        (
+            """
+            CREATE TABLE {schema}.schedules (
+                name          text COLLATE "C" PRIMARY KEY,
+                type          text COLLATE "C" NOT NULL,
+                args          bytea NOT NULL,
+                cron          text,
+                every         double precision,
+                timezone      text NOT NULL,
+                misfire       text NOT NULL CHECK (misfire IN ('once', 'all', 'skip')),
+                misfire_grace double precision NOT NULL,
+                priority      integer NOT NULL,
+                max_attempts  bigint NOT NULL,
+                timeout       double precision,
+                start         double precision,
+                next_run_at   double precision,
+                created_at    double precision NOT NULL,
+                updated_at    double precision NOT NULL,
+                CHECK ((cron IS NULL) <> (every IS NULL))
+            )
+            """,
+            # due_schedules and next_schedule_at.
+            "CREATE INDEX schedules_next_run ON {schema}.schedules (next_run_at)"
+            " WHERE next_run_at IS NOT NULL",
+        ),
+    ),
 )
 
 #: The schema version this code writes (the last migration's).

@@ -24,8 +24,10 @@ apart.
   manager's heartbeat renews them (:meth:`renew_leases`).  Lease times come
   from the callers' clocks, so the machines' clocks must agree (NTP) to well
   within a lease; leases of tens of seconds leave a wide margin.
-* **Uniqueness** of the job id (primary key) and of the idempotency key of
-  unfinished jobs (a partial unique index) is enforced by PostgreSQL: two
+* **Uniqueness** of the job id (primary key), of the idempotency key of
+  unfinished jobs (a partial unique index) and of the unique key of jobs
+  within their window (a unique index; an insert first releases the keys
+  whose window ended) is enforced by PostgreSQL: two
   machines submitting the same id or key at once cannot both win; the loser
   gets :class:`DuplicateJobError`.
 * **Wake-ups.**  A transaction that makes a job due or pending (``insert``,
@@ -229,6 +231,7 @@ class PostgresJobStore(SqlJobStore[PgTx]):
         self._sql = PgSql(self._schema)
         self._table = self._sql.jobs
         self._queues_table = self._sql.queues
+        self._schedules_table = f'"{self._schema}".schedules'
         # _lock guards _closed, _subscribers, _next_subscriber, _listener and _database.  Never
         # held while talking to the database or calling a subscriber.
         self._lock = threading.Lock()
@@ -352,8 +355,8 @@ class PostgresJobStore(SqlJobStore[PgTx]):
 
     def _insert(self, batch: Sequence[Job]) -> None:
         def insert(tx: PgTx) -> None:
-            tx.write_many(self._sql.insert, [job_values(job) for job in batch])
-            tx.pending(min(job.run_at for job in batch))
+            self._release_unique_keys(tx, batch)
+            self._insert_in(tx, batch)
 
         for _ in range(_RETRIES):
             try:
@@ -367,6 +370,10 @@ class PostgresJobStore(SqlJobStore[PgTx]):
                     raise duplicate from exc
                 # The row that collided is gone (finished, purged): try again.
         raise StoreError(f"insert: constraint kept failing for {len(batch)} job(s)")
+
+    def _insert_in(self, tx: PgTx, jobs: Sequence[Job]) -> None:
+        tx.write_many(self._sql.insert, [job_values(job) for job in jobs])
+        tx.pending(min(job.run_at for job in jobs))
 
     def _find_duplicate(self, batch: Sequence[Job]) -> DuplicateJobError | None:
         """Which job of ``batch`` collided, and with what, in the order the jobs were given.
@@ -393,10 +400,28 @@ class PostgresJobStore(SqlJobStore[PgTx]):
                         (keys,),
                     )
                 )
+            uniques = [job.unique_key for job in batch if job.unique_key is not None]
+            windows: dict[str, tuple[str, float]] = {}
+            if uniques:
+                windows = {
+                    key: (job_id, until)
+                    for key, job_id, until in tx.rows(
+                        f"SELECT unique_key, id, unique_until FROM {self._sql.jobs}"
+                        " WHERE unique_key = ANY(%s)",
+                        (uniques,),
+                    )
+                }
             for job in batch:
                 if job.id in taken:
                     return DuplicateJobError(job.id, existing_id=job.id)
                 taken.add(job.id)
+                if job.unique_key is not None and job.unique_until is not None:
+                    held = windows.get(job.unique_key)
+                    if held is not None and held[1] > job.created_at:  # within its window
+                        return DuplicateJobError(
+                            job.id, existing_id=held[0], unique_key=job.unique_key
+                        )
+                    windows[job.unique_key] = (job.id, job.unique_until)
                 key = job.idempotency_key
                 if key is not None:
                     if key in holders:

@@ -62,7 +62,7 @@ def pg_text(text: str) -> str:
 
 
 def check_storable(job: Job) -> Job:
-    for name in ("id", "type", "idempotency_key"):
+    for name in ("id", "type", "idempotency_key", "unique_key"):
         value = getattr(job, name)
         if value is not None:
             check_pg_name(f"Job.{name}", value)

@@ -114,6 +114,10 @@ def repaired(row: Sequence[Any], now: float, reason: str) -> Job:
     keep("error_traceback", optional(lambda v: check_text("t", v)), None)
     keep("trace_context", decode_trace, None)
     keep("queue", check_queue, DEFAULT_QUEUE)
+    keep("unique_key", optional(lambda v: check_name("key", v)), None)
+    keep("unique_until", optional(lambda v: check_time("t", v)), None)
+    if (raw["unique_key"] is None) != (raw["unique_until"] is None):
+        raw["unique_key"] = raw["unique_until"] = None
     if raw["trace_context"] is not None:
         raw["trace_context"] = decode_trace(raw["trace_context"])
     raw.update(repair_fields(now, reason))

@@ -49,6 +49,7 @@ from taskrunner.jobs.rules import (
     on_attempt,
 )
 from taskrunner.jobs.sql_rows import repaired
+from taskrunner.jobs.sql_schedules import SqlSchedules
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.store import LeaseRenewal
 
@@ -95,7 +96,7 @@ class SqlTx(Protocol):
 TxT = TypeVar("TxT", bound=SqlTx)
 
 
-class SqlJobStore(BaseJobStore, Generic[TxT]):
+class SqlJobStore(BaseJobStore, SqlSchedules[TxT], Generic[TxT]):
     """The SQL store's primitives over a dialect (see the module docstring)."""
 
     __slots__ = ()
@@ -495,6 +496,25 @@ class SqlJobStore(BaseJobStore, Generic[TxT]):
             return tx.write(f"DELETE FROM {self._table}")
 
         return self._transaction("clear", clear)
+
+    def _release_unique_keys(self, tx: TxT, batch: Sequence[Job]) -> None:
+        """Before inserting ``batch``: release the unique keys it wants whose holder's
+        window has ended (by the new job's clock), so that the unique index refuses
+        exactly the duplicates within a window.
+
+        The keys are released in key order, so two inserters never lock the
+        holders' rows in opposite orders.  Under PostgreSQL a concurrent inserter
+        of the same key waits for the row lock, then finds the key released and
+        the new holder's insert refuses its own: the index decides."""
+        for job in sorted(
+            (job for job in batch if job.unique_key is not None),
+            key=lambda job: job.unique_key or "",
+        ):
+            tx.write(
+                f"UPDATE {self._table} SET unique_key = NULL, unique_until = NULL"
+                f" WHERE unique_key = {self._mark} AND unique_until <= {self._mark}",
+                (job.unique_key, job.created_at),
+            )
 
     def _lock_all(self, tx: TxT) -> None:
         """Hold off every other writer until ``tx`` ends, so that no claim starts

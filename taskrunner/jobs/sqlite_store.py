@@ -178,6 +178,46 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    Migration(
+        5,
+        "job uniqueness (unique_for/unique_by)",
+        (
+            "ALTER TABLE jobs ADD COLUMN unique_key TEXT",
+            "ALTER TABLE jobs ADD COLUMN unique_until REAL",
+            # A unique key is held by one job at a time; an insert first releases
+            # the keys whose window ended (SqlJobStore._release_unique_keys).
+            "CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key) WHERE unique_key IS NOT NULL",
+        ),
+    ),
+    Migration(
+        6,
+        "periodic schedules",
+        (
+            """
+            CREATE TABLE schedules (
+                name          TEXT PRIMARY KEY NOT NULL,
+                type          TEXT NOT NULL,
+                args          BLOB NOT NULL,
+                cron          TEXT,
+                every         REAL,
+                timezone      TEXT NOT NULL,
+                misfire       TEXT NOT NULL CHECK (misfire IN ('once', 'all', 'skip')),
+                misfire_grace REAL NOT NULL,
+                priority      INTEGER NOT NULL,
+                max_attempts  INTEGER NOT NULL,
+                timeout       REAL,
+                start         REAL,
+                next_run_at   REAL,
+                created_at    REAL NOT NULL,
+                updated_at    REAL NOT NULL,
+                CHECK ((cron IS NULL) <> (every IS NULL))
+            )
+            """,
+            # due_schedules and next_schedule_at.
+            "CREATE INDEX schedules_next_run ON schedules (next_run_at)"
+            " WHERE next_run_at IS NOT NULL",
+        ),
+    ),
 )
 
 #: The schema version this code writes (the last migration's).
@@ -303,6 +343,13 @@ def _duplicate(tx: _Tx, job: Job, exc: sqlite3.IntegrityError, *, inserting: boo
     """
     if inserting and tx.rows("SELECT 1 FROM jobs WHERE id = ?", (job.id,)):
         return DuplicateJobError(job.id, existing_id=job.id)
+    if job.unique_key is not None:
+        # Asked after _release_unique_keys: a holder left is within its window.
+        holder = tx.rows(
+            "SELECT id FROM jobs WHERE unique_key = ? AND id != ?", (job.unique_key, job.id)
+        )
+        if holder:
+            return DuplicateJobError(job.id, existing_id=holder[0][0], unique_key=job.unique_key)
     if job.idempotency_key is not None:
         holder = tx.rows(
             "SELECT id FROM jobs WHERE idempotency_key = ? AND id != ?"
@@ -486,11 +533,8 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
 
     def _insert(self, batch: Sequence[Job]) -> None:
         def insert(tx: _Tx) -> None:
-            for job in batch:
-                try:
-                    tx.write(_INSERT, _job_params(job))
-                except sqlite3.IntegrityError as exc:
-                    raise _duplicate(tx, job, exc, inserting=True) from exc
+            self._release_unique_keys(tx, batch)
+            self._insert_in(tx, batch)
 
         self._transaction("insert", insert)
         if batch:
@@ -511,12 +555,20 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
                 except sqlite3.IntegrityError as exc:
                     raise _duplicate(tx, job, exc, inserting=True) from exc
 
+    def _insert_in(self, tx: _Tx, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            try:
+                tx.write(_INSERT, _job_params(job))
+            except sqlite3.IntegrityError as exc:
+                raise _duplicate(tx, job, exc, inserting=True) from exc
+
     # ------------------------------------------------------------ the dialect
 
     _mark = "?"
     _table = "jobs"
     _queues_table = "queues"
     _queue_index = " INDEXED BY jobs_claim_by_queue"
+    _schedules_table = "schedules"
     _for_update = ""  # the write lock (BEGIN IMMEDIATE) covers every row
     _skip_locked = ""
     _chunk = _CHUNK

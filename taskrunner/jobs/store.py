@@ -44,8 +44,8 @@ The guarantees every store gives:
   order, so ties on the clock keep submission order.
 * **Errors.**  Bad arguments raise ``TypeError``/``ValueError`` naming the
   argument, before anything is touched.  :class:`UnknownJobError` (a
-  ``KeyError``) for an unknown id; :class:`DuplicateJobError` for a taken id or
-  idempotency key (enforced by the storage's own unique constraints);
+  ``KeyError``) for an unknown id; :class:`DuplicateJobError` for a taken id,
+  idempotency key or unique key (enforced by the storage's own unique constraints);
   :class:`IllegalTransitionError` for a change the state table forbids;
   :class:`CorruptJobError` for a stored row that cannot be decoded (repair it
   with :meth:`~JobStore.fail_corrupt`); :class:`StoreError` when the storage
@@ -130,7 +130,11 @@ class JobStore(Protocol):
         finish time (``ValueError`` otherwise; see :func:`new_job`).  Raises
         :class:`DuplicateJobError` if its id is taken, or if its idempotency key
         is held by an unfinished (pending or running) job; a key held only by
-        finished jobs may be reused.
+        finished jobs may be reused.  A job with a ``unique_key`` is refused
+        while another job holds that key with ``unique_until`` after this
+        job's ``created_at`` (in any state); a holder whose window has ended
+        gives the key up (its ``unique_key`` and ``unique_until`` are cleared).
+        See :mod:`taskrunner.jobs.unique`.
         """
         ...
 
