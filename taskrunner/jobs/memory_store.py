@@ -14,8 +14,8 @@ for thousands of jobs, not millions.
 from __future__ import annotations
 
 import bisect
-import math
 import dataclasses
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
