@@ -16,7 +16,6 @@ median of alternating rounds (ours, Huey, ours, Huey ...).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading
@@ -24,6 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _harness import alternate as harness_alternate
 
 from taskrunner import ThreadPool
 from taskrunner.jobs import JobManager, JobSpec, SQLiteJobStore
@@ -172,13 +173,10 @@ def alternate(
     n: int,
     rounds: int,
 ) -> tuple[float, float | None]:
-    xs: list[float] = []
-    ys: list[float] = []
-    for _ in range(rounds):
-        xs.append(_measure(ours, n))
-        if peer is not None:
-            ys.append(_measure(peer, n))
-    return statistics.median(xs), (statistics.median(ys) if ys else None)
+    """Both sides alternated (see _harness.alternate), each in a fresh database."""
+    return harness_alternate(
+        lambda: _measure(ours, n), None if peer is None else lambda: _measure(peer, n), rounds
+    )
 
 
 def rows(
