@@ -76,6 +76,22 @@ SUBJECTS: dict[str, str] = {
         "    runner.wait_idle()\n"
         "    runner.shutdown()\n"
     ),
+    "queue": _PRELUDE
+    + (
+        "import queue, threading\n"
+        "import taskrunner  # the same imports as the other subjects\n"
+        "q = queue.Queue(1024)\n"
+        "def consume():\n"
+        "    while (fn := q.get()) is not None:\n"
+        "        fn()\n"
+        "t = threading.Thread(target=consume)\n"
+        "t.start()\n"
+        "put = q.put\n"
+        "for _ in range(n):\n"
+        "    put(noop)\n"
+        "put(None)\n"
+        "t.join()\n"
+    ),
     "tpe": _PRELUDE
     + (
         "from concurrent.futures import ThreadPoolExecutor\n"
