@@ -61,3 +61,18 @@ def test_percentile_ratio_and_line() -> None:
     assert h.ratio(2.0, 10.0, higher_is_better=False) == 5.0  # a cost: peer / ours
     text = h.line("x", 10.0, "peer", 2.0, "tasks/s", 3)
     assert "ratio   5.00x" in text and "(goal >= 3x)" in text
+
+
+def test_every_bench_script_imports_with_the_shared_harness() -> None:
+    # taskrunner bench loads each script by path with bench/ on sys.path: the
+    # sibling import of _harness must work there (a missing optional peer
+    # such as huey may still make a script skip, never a missing _harness).
+    from taskrunner.bench_report import _load, discover
+
+    scripts = discover(HARNESS.parent)
+    assert "_harness" not in {p.stem for p in scripts}  # a helper, not a script
+    for path in scripts:
+        try:
+            _load(path)
+        except ImportError as exc:
+            assert "_harness" not in str(exc), f"{path.name}: {exc}"
