@@ -54,6 +54,13 @@ SUBJECTS: dict[str, str] = {
         "    pool.post_tasks(noop, [()] * n)\n"
         "    pool.wait_idle()\n"
     ),
+    "pool_map": _PRELUDE
+    + (
+        "from taskrunner import ThreadPool\n"
+        "with ThreadPool(2, name='instr') as pool:\n"
+        "    for _ in pool.map(lambda item: None, range(n)):\n"
+        "        pass\n"
+    ),
     "sequenced": _PRELUDE
     + (
         "from taskrunner import SequencedTaskRunner, ThreadPool\n"
