@@ -278,3 +278,15 @@ def test_the_executor_view_keeps_the_standard_library_semantics(runner: TaskRunn
     # runner.executor.map is concurrent.futures' map (chunksize=1, buffersize).
     fn: Callable[[int], int] = lambda x: x + 1  # noqa: E731
     assert list(runner.executor.map(fn, range(20), buffersize=4)) == list(range(1, 21))
+
+
+def test_the_iterator_never_misses_a_wake_up() -> None:
+    # The consumer sleeps for slot i while a worker fills it without a lock
+    # (see _MapCall): a lost wake-up would show as a TimeoutError here.
+    def fn(i: int) -> int:
+        return sum(range(i % 50))
+
+    expected = [fn(i) for i in range(400)]
+    with ThreadPool(4) as pool:
+        for chunksize in (1, 3, 1, 7) * 5:
+            assert list(pool.map(fn, range(400), chunksize=chunksize, timeout=WAIT)) == expected
