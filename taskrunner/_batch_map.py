@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 A = TypeVar("A")
 B = TypeVar("B")
+C = TypeVar("C")
 
 #: The largest chunk ``chunksize=None`` picks.
 MAX_AUTO_CHUNK = 256
@@ -287,9 +288,40 @@ class MapMixin:
     @overload
     def map(
         self,
+        fn: Callable[[A, B, C], T],
+        iterable1: Iterable[A],
+        iterable2: Iterable[B],
+        iterable3: Iterable[C],
+        /,
+        *,
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Iterator[T]: ...
+
+    @overload
+    def map(
+        self,
         fn: Callable[..., T],
+        iterable1: Iterable[Any],
+        iterable2: Iterable[Any],
+        iterable3: Iterable[Any],
+        iterable4: Iterable[Any],
         /,
         *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Iterator[T]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[], T],
+        /,
+        *,
         timeout: float | None = None,
         chunksize: int | None = None,
         traits: TaskTraits = DEFAULT_TRAITS,
