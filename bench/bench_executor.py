@@ -15,10 +15,11 @@ same-run ratios are worth quoting on these machines).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
+
+from _harness import median, rotate
 
 from taskrunner import ThreadPool
 
@@ -49,7 +50,6 @@ def main() -> None:
     args = parser.parse_args()
     n = 20_000 if args.quick else 100_000
     rounds = 3 if args.quick else args.rounds
-    results: dict[str, list[float]] = {}
     with ThreadPool(2, name="bench") as pool, ThreadPoolExecutor(2) as tpe:
         cases: dict[str, Callable[[], float]] = {
             "ThreadPoolExecutor(2).submit": lambda: submits(tpe, n),
@@ -59,14 +59,12 @@ def main() -> None:
             "pool.executor.map": lambda: maps(pool.executor, n),
             "pool.executor.map chunksize=64": lambda: maps(pool.executor, n, 64),
         }
-        for _ in range(rounds):
-            for label, case in cases.items():
-                results.setdefault(label, []).append(case())
-    base_submit = statistics.median(results["ThreadPoolExecutor(2).submit"])
-    base_map = statistics.median(results["ThreadPoolExecutor(2).map"])
+        results = dict(zip(cases, rotate(list(cases.values()), rounds), strict=True))
+    base_submit = median(results["ThreadPoolExecutor(2).submit"])
+    base_map = median(results["ThreadPoolExecutor(2).map"])
     print(f"{n} calls, 2 workers, median of {rounds} alternated rounds")
     for label, values in results.items():
-        rate = statistics.median(values)
+        rate = median(values)
         base = base_map if ".map" in label else base_submit
         print(f"  {label:34s} {rate:>10,.0f} calls/s   {rate / base:5.2f}x")
 

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _harness import alternate as harness_alternate
+
 from taskrunner import ThreadPool
 from taskrunner.jobs import JobManager, JobSpec, SQLiteJobStore
 
@@ -216,13 +218,10 @@ def alternate(
     n: int,
     rounds: int,
 ) -> tuple[float, float | None]:
-    xs: list[float] = []
-    ys: list[float] = []
-    for _ in range(rounds):
-        xs.append(_measure(ours, n))
-        if peer is not None:
-            ys.append(_measure(peer, n))
-    return statistics.median(xs), (statistics.median(ys) if ys else None)
+    """Both sides alternated (see _harness.alternate), each in a fresh database."""
+    return harness_alternate(
+        lambda: _measure(ours, n), None if peer is None else lambda: _measure(peer, n), rounds
+    )
 
 
 def rows(

@@ -22,12 +22,13 @@ often).  Goal: the Prometheus arm keeps >= 85% of the metrics-off throughput.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
+
+from _harness import median, rotate
 
 from taskrunner import ThreadPool
 from taskrunner.runtime.metrics import InProcessMetrics, Metrics
@@ -103,17 +104,14 @@ class Summary(NamedTuple):
 
 def alternate(arms: list[Callable[[], Figures]], rounds: int) -> list[Summary]:
     """Run the arms in turn, ``rounds`` times; summarise each against the first."""
-    results: list[list[Figures]] = [[] for _ in arms]
-    for _ in range(rounds):
-        for i, arm in enumerate(arms):
-            results[i].append(arm())
+    results = rotate(arms, rounds)  # the order rotates each round (see _harness)
     base = results[0]
     return [
         Summary(
-            rate=statistics.median(f.rate for f in r),
-            rate_ratio=statistics.median(f.rate / b.rate for f, b in zip(r, base, strict=True)),
-            cpu_ns=statistics.median(f.cpu_ns for f in r),
-            cpu_ratio=statistics.median(f.cpu_ns / b.cpu_ns for f, b in zip(r, base, strict=True)),
+            rate=median([f.rate for f in r]),
+            rate_ratio=median([f.rate / b.rate for f, b in zip(r, base, strict=True)]),
+            cpu_ns=median([f.cpu_ns for f in r]),
+            cpu_ratio=median([f.cpu_ns / b.cpu_ns for f, b in zip(r, base, strict=True)]),
         )
         for r in results
     ]

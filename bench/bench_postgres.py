@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -39,6 +38,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from _harness import alternate
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -270,17 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         print(header)
         base: dict[str, float] = {}
         for procs in counts:
-            mine: list[float] = []
-            other: list[float] = []
-            for _ in range(args.rounds):
-                mine.append(ours(server, procs, args.jobs))
-                if compare:
-                    other.append(theirs(server, procs, args.jobs))
-            a = statistics.median(mine)
+            a, peer = alternate(
+                lambda procs=procs: ours(server, procs, args.jobs),
+                (lambda procs=procs: theirs(server, procs, args.jobs)) if compare else None,
+                args.rounds,
+            )
             base.setdefault("ours", a)
             line = f"{procs:>9}  {a:>17.0f}  {a / base['ours']:>8.2f}x"
-            if compare:
-                b = statistics.median(other)
+            if peer is not None:
+                b = peer
                 base.setdefault("theirs", b)
                 line += f"  {b:>20.0f}  {b / base['theirs']:>8.2f}x  {a / b:>10.2f}x"
             print(line, flush=True)

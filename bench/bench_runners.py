@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import queue
-import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+from _harness import Row, alternate2, banner, line
 
 from taskrunner import QueuePolicy, SequencedTaskRunner, SingleThreadTaskRunner, ThreadPool
 
@@ -87,27 +88,19 @@ def tpe_sequenced(n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def alternate(a: Callable[[], float], b: Callable[[], float], rounds: int) -> tuple[float, float]:
-    xs, ys = [], []
-    for _ in range(rounds):
-        xs.append(a())
-        ys.append(b())
-    return statistics.median(xs), statistics.median(ys)
-
-
-def rows(quick: bool) -> list[tuple[str, float, str, float | None, str]]:
+def rows(quick: bool) -> list[Row]:
     bounded_n, seq_n, rounds = (100_000, 50_000, 1) if quick else (1_000_000, 200_000, 3)
-    out = []
-    ours, peer = alternate(
+    out: list[Row] = []
+    ours, peer = alternate2(
         lambda: ours_bounded(bounded_n), lambda: queue_bounded(bounded_n), rounds
     )
     out.append(("bounded single-thread runner", ours, "queue.Queue(1024)", peer, "tasks/s"))
-    ours, peer = alternate(lambda: ours_sequenced(seq_n), lambda: tpe_sequenced(seq_n), rounds)
+    ours, peer = alternate2(lambda: ours_sequenced(seq_n), lambda: tpe_sequenced(seq_n), rounds)
     out.append(("sequenced runner", ours, "TPE(1)", peer, "tasks/s"))
     return out
 
 
-def report(quick: bool) -> list[tuple[str, float, str, float | None, str]]:
+def report(quick: bool) -> list[Row]:
     """Rows for ``taskrunner bench`` (name, ours, peer name, peer, unit)."""
     return rows(quick)
 
@@ -118,14 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    print(f"python {sys.version.split()[0]}")
+    print(banner("1 producer"))
     goals = {"bounded single-thread runner": 2.0, "sequenced runner": 5.0}
     for what, ours, peer_name, peer, unit in rows(args.quick):
         assert peer is not None
-        print(
-            f"{what:<30} taskrunner {ours:>10,.0f} {unit}  {peer_name} {peer:>10,.0f} {unit}  "
-            f"ratio {ours / peer:5.2f}x  (goal >= {goals[what]:.0f}x)"
-        )
+        print(line(what, ours, peer_name, peer, unit, goals[what]))
     return 0
 
 

@@ -54,6 +54,13 @@ SUBJECTS: dict[str, str] = {
         "    pool.post_tasks(noop, [()] * n)\n"
         "    pool.wait_idle()\n"
     ),
+    "pool_map": _PRELUDE
+    + (
+        "from taskrunner import ThreadPool\n"
+        "with ThreadPool(2, name='instr') as pool:\n"
+        "    for _ in pool.map(lambda item: None, range(n)):\n"
+        "        pass\n"
+    ),
     "sequenced": _PRELUDE
     + (
         "from taskrunner import SequencedTaskRunner, ThreadPool\n"
@@ -75,6 +82,22 @@ SUBJECTS: dict[str, str] = {
         "        post(noop)\n"
         "    runner.wait_idle()\n"
         "    runner.shutdown()\n"
+    ),
+    "queue": _PRELUDE
+    + (
+        "import queue, threading\n"
+        "import taskrunner  # the same imports as the other subjects\n"
+        "q = queue.Queue(1024)\n"
+        "def consume():\n"
+        "    while (fn := q.get()) is not None:\n"
+        "        fn()\n"
+        "t = threading.Thread(target=consume)\n"
+        "t.start()\n"
+        "put = q.put\n"
+        "for _ in range(n):\n"
+        "    put(noop)\n"
+        "put(None)\n"
+        "t.join()\n"
     ),
     "tpe": _PRELUDE
     + (

@@ -33,13 +33,14 @@ import argparse
 import gc
 import os
 import platform
-import statistics
 import sys
 import sysconfig
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+
+from _harness import gil_enabled, median
 
 from taskrunner import ThreadPool
 
@@ -66,11 +67,6 @@ def _time_spin(n: int) -> float:
     t0 = time.perf_counter()
     spin(n)
     return time.perf_counter() - t0
-
-
-def gil_enabled() -> bool:
-    check = getattr(sys, "_is_gil_enabled", None)
-    return True if check is None else bool(check())
 
 
 def cores() -> int:
@@ -185,10 +181,8 @@ def measure(
     return {
         w: {
             kind: (
-                statistics.median(rates[w, kind]),
-                statistics.median(
-                    a / b for a, b in zip(rates[w, kind], rates[1, kind], strict=True)
-                ),
+                median(rates[w, kind]),
+                median([a / b for a, b in zip(rates[w, kind], rates[1, kind], strict=True)]),
             )
             for kind in KINDS
         }

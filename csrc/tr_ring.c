@@ -570,6 +570,12 @@ size_t tr_ring_len(tr_ring *r)
     return n > r->mask + 1 ? (size_t)(r->mask + 1) : (size_t)n;
 }
 
+uint64_t tr_ring_pushed(tr_ring *r)
+{
+    /* tail is the next push position: the count of positions claimed. */
+    return atomic_load_explicit(&r->tail, memory_order_seq_cst) & ~CLOSED_BIT;
+}
+
 size_t tr_ring_capacity(tr_ring *r)
 {
     return (size_t)(r->mask + 1);

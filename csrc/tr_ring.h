@@ -87,6 +87,14 @@ int tr_ring_pop_many_linger(tr_ring *r, uint64_t *out, size_t max, size_t *n, si
 
 /* Tokens queued now (a snapshot). */
 size_t tr_ring_len(tr_ring *r);
+/*
+ * Pushes so far: every position a push (try, wait or evict) has claimed,
+ * whether or not it is published yet; failed pushes do not count, evicted
+ * tokens do.  Monotonic, and it stops growing once closed.  A consumer that
+ * counts the tokens it has taken plus those evicted knows the ring is idle
+ * (nothing queued, nothing in flight) when its count equals this.
+ */
+uint64_t tr_ring_pushed(tr_ring *r);
 size_t tr_ring_capacity(tr_ring *r);
 /* Bytes of memory the ring holds. */
 size_t tr_ring_memory(tr_ring *r);

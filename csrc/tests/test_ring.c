@@ -286,6 +286,37 @@ static void test_close(void)
     tr_ring_free(r);
 }
 
+static void test_pushed_count(void)
+{
+    tr_ring *r;
+    CHECK(tr_ring_new(4, &r) == TR_OK);
+    CHECK(tr_ring_pushed(r) == 0);
+    uint64_t ev, tok, out[4];
+    int did;
+    size_t n;
+    for (uint64_t i = 0; i < 4; i++)
+        CHECK(tr_ring_try_push(r, i) == TR_OK);
+    CHECK(tr_ring_pushed(r) == 4);
+    /* Failed pushes do not count; pops do not change it. */
+    CHECK(tr_ring_try_push(r, 9) == TR_FULL);
+    CHECK(tr_ring_push_wait(r, 9, 0) == TR_TIMEOUT);
+    CHECK(tr_ring_pushed(r) == 4);
+    CHECK(tr_ring_try_pop(r, &tok) == TR_OK && tok == 0);
+    CHECK(tr_ring_pushed(r) == 4);
+    /* Every kind of push counts, an evicting one too (its victim stays counted). */
+    CHECK(tr_ring_push_wait(r, 4, -1) == TR_OK);
+    CHECK(tr_ring_push_evict(r, 5, &ev, &did) == TR_OK && did == 1 && ev == 1);
+    CHECK(tr_ring_pushed(r) == 6);
+    /* Taken (4) + evicted (1) + still queued (... none after this) = pushed. */
+    CHECK(tr_ring_pop_many(r, out, 4, &n) == TR_OK && n == 4);
+    CHECK(1 + 1 + n == tr_ring_pushed(r));
+    /* Closed: no more pushes count, and the closed bit is not part of it. */
+    tr_ring_close(r);
+    CHECK(tr_ring_try_push(r, 7) == TR_CLOSED);
+    CHECK(tr_ring_pushed(r) == 6);
+    tr_ring_free(r);
+}
+
 static void test_timeouts(void)
 {
     tr_ring *r;
@@ -612,6 +643,7 @@ int main(void)
     test_pop_many_linger();
     test_push_evict();
     test_close();
+    test_pushed_count();
     test_timeouts();
     test_wakeups();
     printf("  functional checks done\n");

@@ -18,6 +18,10 @@ where each row is a plain tuple ``(name, ours, peer_name, peer, unit)``:
   cost (``"us"``, ``"ms"``, ``"B"``: lower is better).  An optional sixth
   element ``higher_is_better: bool`` overrides that rule.
 
+The alternation, medians, percentiles and ratio rule come from the shared
+``bench/_harness.py`` (``from _harness import alternate, Row``; a module
+whose name starts with ``_`` is a helper, never run as a script).
+
 ``quick=True`` must finish in seconds (small sizes, one round).  ``report``
 may be a generator: each row then appears as soon as it is measured.  The
 ratio printed is how many times better taskrunner is (``ours / peer`` for a

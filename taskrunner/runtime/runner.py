@@ -4,9 +4,10 @@
 A runner is where tasks are posted.  Every runner offers the same calls; the
 subclasses differ in *how* tasks run (in parallel on the pool, one at a time
 in order, on one dedicated thread, at most K at once).  The generic calls
-(``post_task_and_reply``, ``post_repeating_task``, ``flush``) are written
-once here on top of the three primitives each runner implements:
-``post_task``, ``post_delayed_task`` and ``wait_idle``.
+(``post_task_and_reply``, ``post_repeating_task``, ``flush``; ``map`` in
+taskrunner.runtime.batch_map) are written once here on top of the three
+primitives each runner implements: ``post_task``, ``post_delayed_task`` and
+``wait_idle``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
+from taskrunner.runtime.batch_map import MapMixin
 from taskrunner.errors import NoCurrentTaskRunnerError, RunnerClosedError
 from taskrunner.runtime.executor import RunnerExecutor
 from taskrunner.runtime.future_call import FutureCall
@@ -87,7 +89,7 @@ def _set_current(runner: TaskRunner | None) -> TaskRunner | None:
     return previous
 
 
-class TaskRunner(abc.ABC):
+class TaskRunner(MapMixin, abc.ABC):
     """Where tasks are posted.  Every method may be called from any thread.
 
     After ``shutdown()`` every post raises ``RunnerClosedError``.

@@ -67,6 +67,12 @@ def buses(pool: ThreadPool) -> None:
     assert_type(bus.publish(3), int)
 
 
+def maps(pool: ThreadPool) -> None:
+    assert_type(pool.map(square, range(10)), Iterator[int])
+    assert_type(pool.map(mul, range(3), [4, 5, 6], timeout=1.0, chunksize=2), Iterator[int])
+    assert_type(pool.map(label, range(3), chunksize=None), Iterator[str])
+
+
 def executors(pool: ThreadPool) -> None:
     ex = pool.executor
     assert_type(ex, RunnerExecutor)

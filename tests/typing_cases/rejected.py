@@ -44,6 +44,13 @@ def buses(pool: ThreadPool) -> None:
     bus.publish("x")  # E: Argument 1 to "publish" of "EventBus"
 
 
+def maps(pool: ThreadPool) -> None:
+    names: Iterator[str] = pool.map(square, range(3))  # E: expected "Callable[[int], str]"
+    pool.map(square, ["a", "b"])  # E: expected "Callable[[str], int]"
+    pool.map(square, range(3), chunksize="2")  # E: No overload variant of "map"
+    del names
+
+
 def executors(pool: ThreadPool) -> None:
     ex = pool.executor
     ex.submit(mul, 2, z=8)  # E: Unexpected keyword argument "z"

@@ -60,6 +60,7 @@ _push_wait = lib.tr_ring_push_wait
 _push_evict = lib.tr_ring_push_evict
 _pop_many_wait = lib.tr_ring_pop_many_wait
 _pop_many_linger = lib.tr_ring_pop_many_linger
+_pushed = lib.tr_ring_pushed
 # Under a GIL the runner thread lingers this long for a batch of at least
 # _LINGER_MIN tasks when it finds a stream (never when it had to wait).
 _LINGER_NS = 100_000
@@ -142,10 +143,12 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         self._closed = False
         self._rejected = 0
         self._completed = 0
-        # Tokens pushed into the ring, and tokens the thread took out and
-        # finished with: the runner is idle when the two are equal.
-        self._pushed = 0
+        # Tokens the thread took out of the ring and finished with, plus the
+        # tokens DROP_OLDEST evicted: the runner is idle when that equals the
+        # ring's count of pushes (tr_ring_pushed: counted in C as a push
+        # claims its place, so no lock on the posting path).
         self._processed = 0
+        self._evicted = 0
         self._idle = threading.Condition(self._lock)
         self._thread_ident: int | None = None
         self._attach()
@@ -193,13 +196,14 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         token = next_token()
         task = Task(token, fn, args, copy_context(), self._traits, name, self)
         pool._live[token] = task
-        with self._lock:
-            self._pushed += 1  # before the push, so _processed never passes it
-        # The runner's own thread would wait for itself forever: no wait.
-        wait_ns = self._wait_ns if threading.get_ident() != self._thread_ident else 0
-        status = _push_wait(self._ring, token, wait_ns)
+        status = _try_push(self._ring, token)
         if status != OK:
-            self._push_failed(task, _WAIT, status)
+            if status != CLOSED:  # full: wait for room
+                # The runner's own thread would wait for itself forever: no wait.
+                wait_ns = self._wait_ns if threading.get_ident() != self._thread_ident else 0
+                status = _push_wait(self._ring, token, wait_ns)
+            if status != OK:
+                self._push_failed(task, _WAIT, status)
         return task
 
     def _accept_fired(self, task: Task) -> None:
@@ -213,8 +217,6 @@ class SingleThreadTaskRunner(PoolBackedRunner):
     def _push(self, task: Task, policy: QueuePolicy) -> None:
         ring = self._ring
         token = task.token
-        with self._lock:
-            self._pushed += 1  # before the push, so _processed never passes it
         if policy is QueuePolicy.WAIT:
             # The runner's own thread would wait for itself forever: no wait.
             wait_ns = 0 if threading.get_ident() == self._thread_ident else self._wait_ns
@@ -233,8 +235,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         return None
 
     def _push_failed(self, task: Task, policy: QueuePolicy, status: int) -> None:
-        """A counted push did not reach the ring: closed, or full (the policy decides)."""
-        self._not_queued()
+        """A push did not reach the ring: closed, or full (the policy decides)."""
         if status == CLOSED:
             return self._check_closed(task, status)
         # Full (or WAIT timed out): the policy decides.
@@ -257,11 +258,12 @@ class SingleThreadTaskRunner(PoolBackedRunner):
             + (" after waiting" if policy is QueuePolicy.WAIT else "")
         )
 
-    def _not_queued(self) -> None:
-        """A counted push did not reach the ring (or its token left it unrun)."""
+    def _left_unrun(self) -> None:
+        """An evicted token left the ring without reaching the thread."""
         with self._lock:
-            self._pushed -= 1
-            if self._pushed == self._processed:
+            self._processed += 1
+            self._evicted += 1
+            if self._processed == _pushed(self._ring):
                 self._idle.notify_all()
 
     def _check_closed(self, task: Task, status: int) -> None:
@@ -277,7 +279,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         check(status, f"{self._name}: post_task")
 
     def _drop_evicted(self, token: int) -> None:
-        self._not_queued()
+        self._left_unrun()
         task = self._pool._live.get(token)
         if task is not None and self._pool._claim(task):
             self._pool._note_not_run(task, M_REJECTED)
@@ -364,7 +366,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
                 with lock:
                     self._processed += len(tokens)
                     self._completed += ran
-                    if self._processed == self._pushed:
+                    if self._processed == _pushed(ring):
                         idle.notify_all()
         finally:
             self._pool._release_thread(times)
@@ -375,7 +377,8 @@ class SingleThreadTaskRunner(PoolBackedRunner):
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until the queue is empty and the thread is between tasks."""
         with self._lock:
-            return self._idle.wait_for(lambda: self._processed == self._pushed, timeout)
+            ring = self._ring
+            return bool(self._idle.wait_for(lambda: self._processed == _pushed(ring), timeout))
 
     def shutdown(
         self, wait: bool = True, *, timeout: float | None = None, cancel_pending: bool = False
@@ -415,7 +418,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
             running = 1
         else:
             with self._lock:
-                busy = self._processed != self._pushed
+                busy = self._processed != _pushed(self._ring)
             running = int(busy and self._thread.is_alive())
         self._forget_source()
         if self._owns_pool:
@@ -472,7 +475,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         out of the ring but has not finished count as queued, except one,
         which counts as running while any is out."""
         with self._lock:
-            unfinished = self._pushed - self._processed
+            unfinished = _pushed(self._ring) - self._processed
         in_ring = int(lib.tr_ring_len(self._ring))
         running = 1 if unfinished > in_ring else 0
         return RunnerGauges(
@@ -489,7 +492,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
                 "queued": int(lib.tr_ring_len(self._ring)),
                 "capacity": self._capacity,
                 "policy": self._policy.value,
-                "posted": self._pushed,
+                "posted": _pushed(self._ring) - self._evicted,
                 "completed": self._completed,
                 "rejected": self._rejected,
                 "closed": self._closed,
