@@ -52,8 +52,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-from taskrunner.runtime.future_call import NotRunHook
 from taskrunner.errors import RunnerClosedError
+from taskrunner.runtime.future_call import NotRunHook
 from taskrunner.runtime.task import FINISHED_STATES, describe
 from taskrunner.runtime.traits import DEFAULT_TRAITS, TaskTraits
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
-from taskrunner.runtime.batch_map import MapMixin
 from taskrunner.errors import NoCurrentTaskRunnerError, RunnerClosedError
+from taskrunner.runtime.batch_map import MapMixin
 from taskrunner.runtime.executor import RunnerExecutor
 from taskrunner.runtime.future_call import FutureCall
 from taskrunner.runtime.traits import DEFAULT_TRAITS, TaskTraits
