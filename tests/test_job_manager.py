@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,31 @@ def test_contextvars_flow_into_the_handler(manager: JobManager) -> None:
     manager.start()
     var.set("req-42")
     assert manager.submit("ctx").result(WAIT) == "req-42"
+
+
+def test_a_job_that_finishes_before_submit_returns_is_still_tracked(
+    manager: JobManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker may claim and finish a job between its insert and the rest of
+    ``submit``: its submitter's context and its future must already be there."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+    manager.register("ctx", lambda ctx, args: var.get())
+    manager.start()
+    track = manager._track
+
+    def slow_track(job: Any, *args: Any) -> Any:
+        deadline = time.monotonic() + WAIT
+        while not manager.get(job.id).is_final:  # the job runs before submit goes on
+            assert time.monotonic() < deadline, "the job never ran"
+            time.sleep(0.005)
+        return track(job, *args)
+
+    monkeypatch.setattr(manager, "_track", slow_track)
+    var.set("req-7")
+    handle = manager.submit("ctx")
+    assert handle.future.result(WAIT) == "req-7"  # settled by the run, with the context
+    assert handle.id not in manager._futures  # nothing kept for a finished job
+    assert handle.id not in manager._submit_contexts
 
 
 def test_manual_retry_of_a_failed_job(manager: JobManager) -> None:

@@ -56,7 +56,6 @@ all run on mock time.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import math
 import threading
@@ -391,16 +390,16 @@ class JobManager(Registry, QueueMixin, Scheduling):
         try:
             if self._otel is None:
                 job, due_ns = self._build(spec, self._clock.now_ns())
-                self._insert([job], store_timeout, connection)
+                (future,) = self._store_new([job], store_timeout, connection)
             else:
                 with self._otel.job_submit_span(
                     job_type, job_id, tracer_provider=self._tracer_provider
                 ):
                     job, due_ns = self._build(spec, self._clock.now_ns())
-                    self._insert([job], store_timeout, connection)
+                    (future,) = self._store_new([job], store_timeout, connection)
         except DuplicateJobError as exc:
             return unique.duplicate_handle(self, exc, on_duplicate)
-        return self._track(job, cancel_token, deadline, due_ns)
+        return self._track(job, future, cancel_token, deadline, due_ns)
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
         """Store several jobs in one transaction (all or none), then schedule them."""
@@ -409,14 +408,17 @@ class JobManager(Registry, QueueMixin, Scheduling):
             return []
         if self._otel is None:
             built = [self._build(spec, now_ns) for spec in specs]
-            self._insert([job for job, _ in built])
+            futures = self._store_new([job for job, _ in built])
         else:
             with self._otel.job_submit_span(
                 specs[0].job_type, None, tracer_provider=self._tracer_provider
             ):
                 built = [self._build(spec, now_ns) for spec in specs]
-                self._insert([job for job, _ in built])
-        return [self._track(job, None, None, due_ns) for job, due_ns in built]
+                futures = self._store_new([job for job, _ in built])
+        return [
+            self._track(job, future, None, None, due_ns)
+            for (job, due_ns), future in zip(built, futures, strict=True)
+        ]
 
     def _build(self, spec: JobSpec, now_ns: int) -> tuple[Job, int]:
         """The job to store for ``spec`` at clock time ``now_ns``, and when it is due (ns)."""
@@ -476,12 +478,15 @@ class JobManager(Registry, QueueMixin, Scheduling):
         return carrier or None
 
     def _track(
-        self, job: Job, cancel_token: CancelToken | None, deadline: float | None, due_ns: int
+        self,
+        job: Job,
+        future: Future[Any],
+        cancel_token: CancelToken | None,
+        deadline: float | None,
+        due_ns: int,
     ) -> JobHandle:
-        future: Future[Any] = Future()
+        """The stored job's handle; its cancel token, deadline and first run armed."""
         with self._lock:
-            self._futures[job.id] = future
-            self._submit_contexts[job.id] = contextvars.copy_context()
             self._stats["submitted"] += 1
         handle = JobHandle(self, job.id, future)
         self._job_metric(job)
@@ -574,10 +579,12 @@ class JobManager(Registry, QueueMixin, Scheduling):
         """Run a FAILED or CANCELLED job again (attempts start over)."""
         run_ns = self._clock.now_ns() + round(delay * 1e9)
         run_at = self._epoch(run_ns)
-        job = self._io(lambda: self._store.retry(job_id, self.now(), run_at), "retry").result()
-        future: Future[Any] = Future()
-        with self._lock:
-            self._futures[job.id] = future
+        (future,), registered = self._expect([job_id])  # before the write: it may run at once
+        try:
+            job = self._io(lambda: self._store.retry(job_id, self.now(), run_at), "retry").result()
+        except BaseException:
+            self._unexpect(registered)
+            raise
         self._kick(run_ns if job.run_at == run_at else self._clock_ns(job.run_at))
         return JobHandle(self, job.id, future)
 

@@ -192,6 +192,47 @@ class ManagerCore:
 
     # ---- group commit of submits --------------------------------------------------------------
 
+    def _store_new(
+        self, jobs: list[Job], timeout: float | None = None, connection: object = None
+    ) -> list[Future[Any]]:
+        """Store new ``jobs`` (see :meth:`_insert`); returns their futures, which were
+        registered, with the submitter's context, before the write: a worker may
+        claim and finish a job before the submitter gets control back."""
+        futures, registered = self._expect([job.id for job in jobs])
+        try:
+            self._insert(jobs, timeout, connection)
+        except BaseException:
+            self._unexpect(registered)
+            raise
+        return futures
+
+    def _expect(self, job_ids: list[str]) -> tuple[list[Future[Any]], list[str]]:
+        """The futures the jobs ``job_ids`` settle when they end, registered now with
+        the calling thread's context (the handler runs in it), and the ids this
+        call registered.  A job already tracked keeps its future and context (the
+        write will refuse a duplicate id)."""
+        context = contextvars.copy_context()
+        futures: list[Future[Any]] = []
+        registered: list[str] = []
+        with self._lock:
+            for job_id in job_ids:
+                future = self._futures.get(job_id)
+                if future is None:
+                    future = self._futures[job_id] = Future()
+                    self._submit_contexts[job_id] = context
+                    registered.append(job_id)
+                futures.append(future)
+        return futures, registered
+
+    def _unexpect(self, registered: list[str]) -> None:
+        """Forget what :meth:`_expect` registered, after the write failed."""
+        with self._lock:
+            for job_id in registered:
+                future = self._futures.get(job_id)
+                if future is not None and not future.done():
+                    del self._futures[job_id]
+                    self._submit_contexts.pop(job_id, None)
+
     def _insert(
         self, jobs: list[Job], timeout: float | None = None, connection: object = None
     ) -> None:
