@@ -150,6 +150,45 @@ def test_a_long_path_uses_a_short_directory(tmp_path: Path) -> None:
     assert directory == wake_directory_for(str(deep / "jobs.db"))
 
 
+@needs_unix
+def test_a_long_paths_wake_directory_in_tmp_is_removed_on_close(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    directory = Path(wake_directory_for(str(deep / "jobs.db")))
+    with SQLiteJobStore(deep / "jobs.db") as store:
+        store.subscribe(Inbox())
+        assert store.wait_listening(10)
+        assert directory.is_dir()
+    assert not directory.exists()  # no empty taskrunner-wake-* left in the temp dir
+
+
+@needs_unix
+def test_a_listener_binds_even_if_the_directory_vanishes_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another store's close removes the (empty) directory while this one binds."""
+    from taskrunner.jobs import sqlite_wake
+
+    path = tmp_path / "jobs.db"
+    directory = wake_directory_for(str(path))
+    real_makedirs = os.makedirs
+    calls = []
+
+    def makedirs_then_vanish(name: str, *args: object, **kwargs: object) -> None:
+        real_makedirs(name, *args, **kwargs)  # type: ignore[arg-type]
+        calls.append(name)
+        if len(calls) == 1:
+            os.rmdir(name)  # the other store's close, between mkdir and bind
+
+    monkeypatch.setattr(sqlite_wake.os, "makedirs", makedirs_then_vanish)
+    bound = sqlite_wake._bind(directory)
+    assert bound is not None
+    sock, name = bound
+    assert os.path.exists(os.path.join(directory, name))
+    sock.close()
+    os.unlink(os.path.join(directory, name))
+
+
 def test_memory_database_subscribers_are_called(tmp_path: Path) -> None:
     with SQLiteJobStore(":memory:") as store:
         inbox = Inbox()
@@ -171,7 +210,7 @@ def test_close_stops_the_listener_and_removes_its_socket(tmp_path: Path) -> None
     threads = [t for t in threading.enumerate() if t.name == "taskrunner-sqlite-wake"]
     assert threads
     store.close()
-    assert not list(directory.glob("*.sock"))
+    assert not directory.exists()  # the last listener removes the directory too
     for t in threads:
         t.join(10)
         assert not t.is_alive()

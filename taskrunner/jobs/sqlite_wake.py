@@ -87,6 +87,10 @@ def pending_due(result: object) -> float:
     return min(dues) if dues else math.inf
 
 
+#: Binds tried when another listener removes the directory between mkdir and bind.
+_BIND_ATTEMPTS = 5
+
+
 def wake_directory_for(db_path: str) -> str:
     """The wake-up directory of the database ``db_path`` (the same in every process)."""
     real = os.path.realpath(db_path)
@@ -193,20 +197,37 @@ def _bind(directory: str) -> tuple[socket.socket, str] | None:
     """A datagram socket bound in ``directory`` (created if missing), or None if impossible."""
     if not HAVE_AF_UNIX:
         return None
+    name = f"{os.getpid()}-{secrets.token_hex(8)}.sock"
     try:
-        os.makedirs(directory, exist_ok=True)
-        name = f"{os.getpid()}-{secrets.token_hex(8)}.sock"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     except OSError as exc:
         log.warning("job store wake-ups off (polling only): %s", exc)
         return None
-    try:
-        sock.bind(os.path.join(directory, name))
-    except OSError as exc:
-        sock.close()
-        log.warning("job store wake-ups off (polling only): cannot bind in %s: %s", directory, exc)
-        return None
-    return sock, name
+    # The last listener to close removes the directory (_remove_if_empty): if one
+    # does so between our mkdir and our bind, make it again.
+    for attempt in range(_BIND_ATTEMPTS):
+        try:
+            os.makedirs(directory, exist_ok=True)
+            sock.bind(os.path.join(directory, name))
+            return sock, name
+        except FileNotFoundError:
+            if attempt + 1 < _BIND_ATTEMPTS:
+                continue
+            problem: OSError = FileNotFoundError(f"{directory} keeps disappearing")
+        except OSError as exc:
+            problem = exc
+        break
+    sock.close()
+    log.warning("job store wake-ups off (polling only): cannot bind in %s: %s", directory, problem)
+    return None
+
+
+def _remove_if_empty(directory: str) -> None:
+    """Remove the wake-up directory once its last socket is gone (not to leave
+    one empty ``taskrunner-wake-*`` per database in the temp dir, or a ``-wake``
+    beside the file).  A listener binding meanwhile makes it again (:func:`_bind`)."""
+    with contextlib.suppress(OSError):  # not empty (another listener), or gone already
+        os.rmdir(directory)
 
 
 def _decode(payload: bytes) -> float | None:
@@ -346,6 +367,7 @@ class Listener:
             wake.discard_own(name)
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(wake.directory, name))
+            _remove_if_empty(wake.directory)
             sock.close()
             self._sock = None
 
