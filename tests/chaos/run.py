@@ -53,6 +53,7 @@ ROOT = HERE.parent.parent
 sys.path[:0] = [str(HERE.parent), str(ROOT)]
 
 from chaos.check import Fault, Verdict, check  # noqa: E402
+from chaos.extras import Orders, check_orders, check_ticks, declare_ticks, remove_ticks  # noqa: E402
 from chaos.ledger import read_runs  # noqa: E402
 from taskrunner.jobs import (  # noqa: E402
     Job,
@@ -69,7 +70,12 @@ __all__ = ["Config", "main", "run_chaos"]
 BURST_PERIOD = 2.0
 
 #: The worker fleet: (name, job types it handles).
-FLEET = (("general-1", "a,c"), ("general-2", "a,c"), ("only-a", "a"), ("only-b", "b"))
+FLEET = (
+    ("general-1", "a,c,tick"),
+    ("general-2", "a,c,tick"),
+    ("only-a", "a"),
+    ("only-b", "b"),
+)
 
 
 @dataclass
@@ -161,8 +167,9 @@ class Harness:
         store = self.open_store()
         pool = ThreadPool(1, name="chaos-submit")
         manager = JobManager(store, pool)
-        for job_type in ("a", "b", "c"):
+        for job_type in ("a", "b", "c", "tick"):
             manager.register(job_type, lambda ctx, args: None)  # submit only
+        declare_ticks(manager)  # fired by every worker, run by the general ones
         specs = []
         spread = 0.7 * self.cfg.seconds
         bursts = max(1, int(spread / BURST_PERIOD))
@@ -405,13 +412,21 @@ class Harness:
             for worker in self.workers:
                 self.start_worker(worker)
             self.wait_started()
-            self.inject()
+            db = str(self.db) if self.db else None
+            orders = Orders(self.open_store(), self.dsn, db, self.cfg.seed)
+            orders.start()
+            try:
+                self.inject()
+            finally:
+                orders.stop()
+            self.remove_ticks()
             end = time.monotonic() + 120 + self.cfg.seconds
             while self.unfinished() and time.monotonic() < end:
                 self.pause(0.2)
             self.stop_workers()
             runs, problems = read_runs(self.ledger)
             jobs = self.all_jobs()
+            stored_orders = orders.order_ids()
         finally:
             if self.workers[0].proc is not None:
                 for worker in self.workers:
@@ -420,8 +435,14 @@ class Harness:
                         worker.proc.kill()
                         worker.proc.wait()
             self.tear_down_store()
-        if sorted(jobs) != sorted(ids):
-            problems.append(f"the store holds {len(jobs)} jobs, {len(ids)} were submitted")
+        plain = sorted(j for j in jobs if not j.startswith(("schedule:", "tx-")))
+        if plain != sorted(ids):
+            problems.append(f"the store holds {len(plain)} jobs, {len(ids)} were submitted")
+        tick_problems, occurrences = check_ticks(jobs)
+        order_problems, order_counts = check_orders(
+            orders, stored_orders, jobs, {r.job for r in runs}
+        )
+        problems += tick_problems + order_problems
         (self.workdir / "faults.json").write_text(
             json.dumps([vars(f) for f in self.faults], indent=1)
         )
@@ -429,6 +450,10 @@ class Harness:
         for fault in self.faults:
             if fault.kind == "crash":
                 verdict.fail(f"a worker died unasked (pid {fault.pid})")
+        verdict.counts["tick occurrences (every 1 s, misfire=all)"] = occurrences
+        for outcome, count in order_counts.items():
+            verdict.counts[f"transactional enqueues: {outcome}"] = count
+        verdict.counts["transactional enqueues: errors"] = orders.errors
         stats = self.worker_stats()
         for key in ("recovered", "stale", "adopted", "store_retries", "retried"):
             verdict.counts[f"workers' stats: {key}"] = sum(s.get(key, 0) for s in stats)
@@ -446,6 +471,16 @@ class Harness:
             f"{len(verdict.violations)} violation(s); workdir {self.workdir}"
         )
         return verdict
+
+    def remove_ticks(self) -> None:
+        store = self.open_store()
+        manager = JobManager(store, ThreadPool(1, name="chaos-unschedule"))
+        try:
+            remove_ticks(manager)
+        finally:
+            manager.shutdown()
+            manager.pool.shutdown()
+            store.close()
 
     def worker_stats(self) -> list[dict[str, Any]]:
         stats = []
