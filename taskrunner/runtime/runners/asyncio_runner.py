@@ -43,7 +43,6 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any, TypeVarTuple
 
 from taskrunner.errors import RunnerClosedError
@@ -126,19 +125,6 @@ class AsyncioTaskRunner(PoolBackedRunner):
             return False
 
     # ---- posting ----------------------------------------------------------------------------
-
-    def post_task(
-        self,
-        fn: Callable[[*Ts], Any],
-        /,
-        *args: *Ts,
-        traits: TaskTraits = DEFAULT_TRAITS,
-        name: str | None = None,
-    ) -> Task:
-        """Queue ``fn(*args)`` to run on the loop's thread after earlier tasks."""
-        if self._closed:
-            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
-        return self._post_queued(fn, args, traits, name)
 
     def _accept_fired(self, task: Task) -> None:
         """The pool's timer thread hands over a delayed task that is now due."""
@@ -287,12 +273,6 @@ class AsyncioTaskRunner(PoolBackedRunner):
             if not self._queue and self._running is None:
                 self._idle.notify_all()
         return sum(1 for task in dropping if self._drop(task))
-
-    def _pool_closing(self) -> None:
-        """The pool started shutting down: refuse new tasks (queued ones run)."""
-        with self._lock:
-            self._closed = True
-        self._signal_shutdown()
 
     def _pool_closed(self) -> None:
         """The pool finished shutting down: drop what is queued here now,

@@ -10,6 +10,7 @@ traits), call ``_attach()`` once those are set, and implement ``post_task``,
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVarTuple
 
@@ -31,6 +32,28 @@ class PoolBackedRunner(TaskRunner):
     _pool: ThreadPool
     _name: str
     _traits: TaskTraits
+    _lock: threading.Lock  # guards _closed and each subclass's queue
+    _closed: bool
+
+    def post_task(
+        self,
+        fn: Callable[[*Ts], Any],
+        /,
+        *args: *Ts,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        """Queue ``fn(*args)`` behind this runner's earlier tasks (on its own thread
+        or loop, for the runners that have one).  RunnerClosedError after shutdown."""
+        if self._closed:
+            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
+        return self._post_queued(fn, args, traits, name)
+
+    def _pool_closing(self) -> None:
+        """The pool started shutting down: refuse new tasks (queued ones drain)."""
+        with self._lock:
+            self._closed = True
+        self._signal_shutdown()
 
     def _renamed(self) -> None:
         """Re-register as a metrics gauge source under the new name."""

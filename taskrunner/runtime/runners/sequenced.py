@@ -28,7 +28,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any, TypeVarTuple
 
 from taskrunner.errors import RunnerClosedError
@@ -98,19 +97,6 @@ class _SlotRunner(PoolBackedRunner):
         return self._closed or self._pool.is_closed
 
     # ---- posting --------------------------------------------------------------------
-
-    def post_task(
-        self,
-        fn: Callable[[*Ts], Any],
-        /,
-        *args: *Ts,
-        traits: TaskTraits = DEFAULT_TRAITS,
-        name: str | None = None,
-    ) -> Task:
-        """Queue ``fn(*args)`` behind this runner's earlier tasks."""
-        if self._closed:
-            raise RunnerClosedError(f"{self._name}: post_task after shutdown")
-        return self._post_queued(fn, args, traits, name)
 
     def _accept_fired(self, task: Task) -> None:
         """The pool's timer thread hands over a delayed task that is now due."""
@@ -257,12 +243,6 @@ class _SlotRunner(PoolBackedRunner):
                 task._finish(DROPPED)
                 dropped += 1
         return dropped
-
-    def _pool_closing(self) -> None:
-        """The pool started shutting down: refuse new tasks (queued ones drain)."""
-        with self._lock:
-            self._closed = True
-        self._signal_shutdown()
 
     def _pool_closed(self) -> tuple[int, int]:
         """The pool's workers are done: run or drop (by shutdown behaviour) any

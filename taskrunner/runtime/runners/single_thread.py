@@ -447,11 +447,6 @@ class SingleThreadTaskRunner(PoolBackedRunner):
                 dropped += 1
         return dropped
 
-    def _pool_closing(self) -> None:
-        with self._lock:
-            self._closed = True
-        self._signal_shutdown()
-
     def _pool_closed(self) -> tuple[int, int]:
         """The pool finished shutting down: queued tasks follow the pool's
         choice (its dropping phase drops non-BLOCK tasks), then the thread ends.
