@@ -296,14 +296,17 @@ def test_shutdown_race_issue12456(executor: RunnerExecutor) -> None:
 @pytest.mark.thread_unsafe(reason="counts garbage collections")
 def test_no_stale_references(executor: RunnerExecutor) -> None:
     obj = MyObject()
-    collected = threading.Event()
-    ref = weakref.ref(obj, lambda _: collected.set())
+    # The callback only appends (no lock): on 3.14t a collection can run inside
+    # Event.wait() with the event's lock held, and an Event.set() from the
+    # callback would then deadlock on that lock.
+    collected: list[bool] = []
+    ref = weakref.ref(obj, lambda _: collected.append(True))
     executor.submit(obj.my_method)  # the future is dropped at once
     del obj
-    for _ in range(int(LONG)):
+    deadline = time.monotonic() + LONG
+    while not collected and time.monotonic() < deadline:
         gc.collect()
-        if collected.wait(1.0):
-            break
+        time.sleep(0.01)
     assert ref() is None, "the executor kept a reference to a finished call"
 
 
@@ -881,17 +884,17 @@ def test_view_and_pool_are_collected_after_shutdown() -> None:
     ex = RunnerExecutor(pool)
     assert ex.submit(pow, 2, 2).result(LONG) == 4
     pool.executor.submit(pow, 3, 3).result(LONG)
-    collected = {"pool": threading.Event(), "view": threading.Event()}
-    weakref.finalize(pool, collected["pool"].set)
-    weakref.finalize(ex, collected["view"].set)
+    collected: list[str] = []  # appended by the finalizers: no lock (see above)
+    weakref.finalize(pool, collected.append, "pool")
+    weakref.finalize(ex, collected.append, "view")
     ex.shutdown()
     pool.shutdown(timeout=LONG)
     del pool, ex
-    for _ in range(int(LONG)):
+    deadline = time.monotonic() + LONG
+    while len(collected) < 2 and time.monotonic() < deadline:
         gc.collect()
-        if all(e.wait(0.2) for e in collected.values()):
-            break
-    assert all(e.is_set() for e in collected.values())
+        time.sleep(0.01)
+    assert sorted(collected) == ["pool", "view"]
 
 
 def test_map_iterator_holds_the_view_weakly(pool: ThreadPool) -> None:
