@@ -68,8 +68,9 @@ from typing import Any
 from taskrunner.errors import RunnerClosedError
 from taskrunner.jobs import context as ctxmod
 from taskrunner.jobs import unique
+from taskrunner.jobs.building import JobBuilding
 from taskrunner.jobs.context import CancelToken
-from taskrunner.jobs.errors import DuplicateJobError, JobCancelled, UnknownJobTypeError
+from taskrunner.jobs.errors import DuplicateJobError, JobCancelled
 from taskrunner.jobs.handles import (
     JobFailedError,
     JobHandle,
@@ -81,7 +82,7 @@ from taskrunner.jobs.handles import (
     default_owner,
 )
 from taskrunner.jobs.manager_queues import QueueMixin, queue_limits
-from taskrunner.jobs.model import MAX_PRIORITY, MIN_PRIORITY, Job, new_job
+from taskrunner.jobs.model import Job
 from taskrunner.jobs.queues import DEFAULT_QUEUE
 from taskrunner.jobs.registry import Registry
 from taskrunner.jobs.retry import RetryPolicy
@@ -106,7 +107,7 @@ __all__ = [
 log = logging.getLogger("taskrunner.jobs")
 
 
-class JobManager(Registry, QueueMixin, Scheduling):
+class JobManager(Registry, QueueMixin, Scheduling, JobBuilding):
     """Durable jobs: submit, run with retries, cancel, recover.  Thread-safe.
 
     ``store`` is a :class:`JobStore` (``SQLiteJobStore`` is the embedded
@@ -419,63 +420,6 @@ class JobManager(Registry, QueueMixin, Scheduling):
             self._track(job, future, None, None, due_ns)
             for (job, due_ns), future in zip(built, futures, strict=True)
         ]
-
-    def _build(self, spec: JobSpec, now_ns: int) -> tuple[Job, int]:
-        """The job to store for ``spec`` at clock time ``now_ns``, and when it is due (ns)."""
-        now = self._epoch(now_ns)
-        if not isinstance(spec, JobSpec):
-            raise TypeError(f"expected a JobSpec, got {type(spec).__name__}")
-        with self._lock:
-            if not self._accepting:
-                raise RunnerClosedError("JobManager: submit after shutdown")
-            known = spec.job_type in self._handlers
-        if not known:
-            raise UnknownJobTypeError(spec.job_type)
-        if isinstance(spec.priority, bool) or not isinstance(spec.priority, int):
-            raise TypeError("priority must be an int")
-        if not MIN_PRIORITY <= spec.priority <= MAX_PRIORITY:
-            raise ValueError(f"priority out of range: {spec.priority}")
-        if spec.delay is not None and spec.run_at is not None:
-            raise ValueError("give delay or run_at, not both")
-        due, due_ns = now, now_ns
-        if spec.delay is not None:
-            if isinstance(spec.delay, bool) or not isinstance(spec.delay, (int, float)):
-                raise TypeError("delay must be a number of seconds")
-            if not math.isfinite(spec.delay) or spec.delay < 0:
-                raise ValueError(f"delay must be a finite number >= 0, got {spec.delay}")
-            due_ns = now_ns + round(spec.delay * 1e9)
-            due = self._epoch(due_ns)
-        elif spec.run_at is not None:
-            due = spec.run_at
-            due_ns = self._clock_ns(due)
-        max_attempts = self._retry.max_attempts if spec.max_attempts is None else spec.max_attempts
-        try:
-            payload = self._serializer.dumps(spec.args)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise SerializationError(
-                f"arguments of job type {spec.job_type!r} cannot be encoded: {exc}"
-            ) from exc
-        job = new_job(
-            spec.job_type,
-            payload,
-            now=now,
-            id=spec.job_id,
-            run_at=due,
-            priority=spec.priority,
-            max_attempts=max_attempts,
-            timeout=spec.timeout,
-            idempotency_key=spec.idempotency_key,
-            trace_context=self._trace_carrier(),
-            queue=spec.queue,
-        )
-        return unique.with_uniqueness(job, spec.args, spec.unique_for, spec.unique_by), due_ns
-
-    def _trace_carrier(self) -> dict[str, str] | None:
-        """The current trace context to store with a new job (inside its submit span)."""
-        if self._otel is None:
-            return None
-        carrier: dict[str, str] = self._otel.inject_context()
-        return carrier or None
 
     def _track(
         self,
