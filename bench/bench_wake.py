@@ -3,7 +3,7 @@
 200 no-op jobs are submitted one by one at 100/s by this process to 2 worker
 processes on the same SQLite file (WAL, ``synchronous=FULL``; Huey:
 ``fsync=True``): ours are ``taskrunner worker`` processes woken through the
-SQLite store's wake-up sockets (:mod:`taskrunner.jobs.sqlite_wake`); Huey's
+SQLite store's wake-up sockets (:mod:`taskrunner.jobs.stores.sqlite_wake`); Huey's
 are two ``huey_consumer`` processes (one thread each, Huey's default polling:
 0.1 s after an empty poll, growing 1.15x; ``--huey-args`` passes other options).
 

@@ -16,7 +16,7 @@ import pytest
 
 from taskrunner.cli.args import parse_duration, parse_since
 from taskrunner.jobs import JobManager, JobState, SQLiteJobStore, new_job
-from taskrunner.jobs.sqlite_store import SCHEMA_VERSION
+from taskrunner.jobs.stores.sqlite_store import SCHEMA_VERSION
 from taskrunner.runtime.pool import ThreadPool
 
 pytestmark = [pytest.mark.thread_unsafe(reason="starts processes")]

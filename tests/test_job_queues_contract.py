@@ -259,7 +259,7 @@ def test_a_paused_queue_holds_across_store_objects_on_one_file(tmp_path: Path) -
 def test_a_version_3_sqlite_file_is_migrated_and_its_jobs_are_in_the_default_queue(
     tmp_path: Path,
 ) -> None:
-    from taskrunner.jobs.sqlite_store import MIGRATIONS
+    from taskrunner.jobs.stores.sqlite_store import MIGRATIONS
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)

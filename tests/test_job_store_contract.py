@@ -46,7 +46,7 @@ from taskrunner.jobs import (
     retry_call,
 )
 from taskrunner.jobs.schedule_model import Schedule
-from taskrunner.jobs.store import BatchCompletion
+from taskrunner.jobs.stores.store import BatchCompletion
 from taskrunner.jobs.unique import with_uniqueness
 
 pytestmark = [

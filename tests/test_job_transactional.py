@@ -234,7 +234,7 @@ def test_memory_store_has_no_transactions(pool: ThreadPool) -> None:
 @pytest.fixture
 def pg(pg_dsn: str) -> Iterator[tuple[Any, str]]:
     psycopg = pytest.importorskip("psycopg")
-    from taskrunner.jobs.postgres_store import PostgresJobStore
+    from taskrunner.jobs.stores.postgres_store import PostgresJobStore
 
     schema = new_schema()
     with PostgresJobStore(pg_dsn, schema=schema) as store, psycopg.connect(pg_dsn) as setup:

@@ -48,8 +48,8 @@ from taskrunner.jobs import (
 
 psycopg = pytest.importorskip("psycopg", reason="needs the postgres extra (psycopg 3)")
 
-from taskrunner.jobs import postgres_schema  # noqa: E402 (after the importorskip)
-from taskrunner.jobs.postgres_store import (  # noqa: E402
+from taskrunner.jobs.stores import postgres_schema  # noqa: E402 (after the importorskip)
+from taskrunner.jobs.stores.postgres_store import (  # noqa: E402
     MIGRATIONS,
     SCHEMA_VERSION,
     Migration,

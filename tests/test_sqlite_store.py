@@ -35,7 +35,7 @@ from taskrunner.jobs import (
     new_job,
     retry_call,
 )
-from taskrunner.jobs.sqlite_store import MIGRATIONS, SCHEMA_VERSION
+from taskrunner.jobs.stores.sqlite_store import MIGRATIONS, SCHEMA_VERSION
 
 pytestmark = [
     pytest.mark.thread_unsafe(
@@ -146,7 +146,7 @@ def test_schema_has_the_indexes_for_listing_claiming_and_uniqueness(
 
 
 def test_claiming_by_type_reads_the_type_index(store: SQLiteJobStore, path: Path) -> None:
-    from taskrunner.jobs.sqlite_store import _claim_sql
+    from taskrunner.jobs.stores.sqlite_store import _claim_sql
 
     with raw(path) as other:
         plan = other.execute("EXPLAIN QUERY PLAN " + _claim_sql(True), ("a", 0.0, 5)).fetchall()

@@ -1,4 +1,4 @@
-"""The SQLite store's wake-ups across processes (taskrunner.jobs.sqlite_wake).
+"""The SQLite store's wake-ups across processes (taskrunner.jobs.stores.sqlite_wake).
 
 A job delayed by an hour is never found by the adaptive poll (it only
 delivers due times within its interval), so a callback that receives that
@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from taskrunner.jobs import JobManager, SQLiteJobStore, sqlite_wake
+from taskrunner.jobs import JobManager, SQLiteJobStore
 from taskrunner.jobs.model import new_job
-from taskrunner.jobs.sqlite_wake import WakeDirectory, wake_directory_for
+from taskrunner.jobs.stores import sqlite_wake
+from taskrunner.jobs.stores.sqlite_wake import WakeDirectory, wake_directory_for
 
 pytestmark = [pytest.mark.thread_unsafe(reason="files, sockets and a monkeypatched module flag")]
 
@@ -167,7 +168,7 @@ def test_a_listener_binds_even_if_the_directory_vanishes_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another store's close removes the (empty) directory while this one binds."""
-    from taskrunner.jobs import sqlite_wake
+    from taskrunner.jobs.stores import sqlite_wake
 
     path = tmp_path / "jobs.db"
     directory = wake_directory_for(str(path))

@@ -350,7 +350,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         print(f"{db}: {'is at' if existed else 'created at'} schema version {version}")
         return EXIT_OK
     try:
-        from taskrunner.jobs import postgres_store
+        from taskrunner.jobs.stores import postgres_store
     except ImportError as exc:
         raise CliError(import_problem(exc)) from None
     try:

@@ -57,8 +57,8 @@ def _every(seconds: float) -> str:
 def _list(args: argparse.Namespace) -> int:
     from taskrunner.cli.args import EXIT_OK
     from taskrunner.cli.args import store_from_args as _open_store
-    from taskrunner.jobs.schedule_store import ScheduleStore
     from taskrunner.jobs.schedule_times import describe
+    from taskrunner.jobs.stores.schedule_store import ScheduleStore
 
     store = _open_store(args)
     try:
@@ -102,7 +102,7 @@ def _list(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     from taskrunner.cli.args import EXIT_FAILED, EXIT_OK
     from taskrunner.cli.args import store_from_args as _open_store
-    from taskrunner.jobs.schedule_store import ScheduleStore
+    from taskrunner.jobs.stores.schedule_store import ScheduleStore
 
     store = _open_store(args)
     try:

@@ -78,7 +78,7 @@ def open_store(
     if (db is None) == (dsn is None):
         raise ValueError("give exactly one of a SQLite file (--db) or a PostgreSQL DSN (--dsn)")
     if dsn is not None:
-        from taskrunner.jobs.postgres_store import DEFAULT_SCHEMA, PostgresJobStore
+        from taskrunner.jobs.stores.postgres_store import DEFAULT_SCHEMA, PostgresJobStore
 
         return PostgresJobStore(dsn, schema=schema or DEFAULT_SCHEMA)
     if schema is not None:

@@ -8,17 +8,17 @@ The pieces, bottom up:
   :func:`new_job`;
 * :mod:`~taskrunner.jobs.retry`: :class:`RetryPolicy` (exponential backoff with
   jitter) and :func:`retry_call`;
-* :mod:`~taskrunner.jobs.store`: the :class:`JobStore` contract, implemented
+* :mod:`~taskrunner.jobs.stores.store`: the :class:`JobStore` contract, implemented
   by :class:`MemoryJobStore` (tests), :class:`SQLiteJobStore` (the embedded
   default) and :class:`PostgresJobStore` (many worker processes on many
   machines; needs ``pip install 'taskrunner[postgres]'``, and is imported only
   when first used);
-* :mod:`~taskrunner.jobs.rules` and :mod:`~taskrunner.jobs.base_store`: what
+* :mod:`~taskrunner.jobs.stores.rules` and :mod:`~taskrunner.jobs.stores.base_store`: what
   the three stores share (the argument checks and per-job rules, and the
   public methods written once over each store's primitives);
-* :mod:`~taskrunner.jobs.sqlite_wake`: the SQLite store's wake-ups across
+* :mod:`~taskrunner.jobs.stores.sqlite_wake`: the SQLite store's wake-ups across
   processes (Unix datagram sockets beside the file, an adaptive poll behind);
-* :mod:`~taskrunner.jobs.tx_enqueue` (and :mod:`~taskrunner.jobs.postgres_enqueue`):
+* :mod:`~taskrunner.jobs.stores.tx_enqueue` (and :mod:`~taskrunner.jobs.stores.postgres_enqueue`):
   transactional enqueue, ``submit(..., connection=conn)`` in the caller's own
   transaction.
 
@@ -53,7 +53,6 @@ from taskrunner.jobs.manager import (
     SerializationError,
     Serializer,
 )
-from taskrunner.jobs.memory_store import MemoryJobStore
 from taskrunner.jobs.model import (
     DEFAULT_MAX_ATTEMPTS,
     MAX_PRIORITY,
@@ -65,8 +64,6 @@ from taskrunner.jobs.model import (
 from taskrunner.jobs.outcomes import Cancel, Snooze
 from taskrunner.jobs.retry import RetryPolicy, retry_call
 from taskrunner.jobs.schedule_model import Schedule, ScheduleError, UnknownScheduleError
-from taskrunner.jobs.schedule_store import ScheduleStore
-from taskrunner.jobs.sqlite_store import SQLiteJobStore
 from taskrunner.jobs.states import (
     FINAL_STATES,
     TRANSITIONS,
@@ -76,11 +73,14 @@ from taskrunner.jobs.states import (
     check_transition,
     is_final,
 )
-from taskrunner.jobs.store import FaultInjector, JobPage, JobStore, LeaseRenewal
+from taskrunner.jobs.stores.memory_store import MemoryJobStore
+from taskrunner.jobs.stores.schedule_store import ScheduleStore
+from taskrunner.jobs.stores.sqlite_store import SQLiteJobStore
+from taskrunner.jobs.stores.store import FaultInjector, JobPage, JobStore, LeaseRenewal
 
 if TYPE_CHECKING:
     # Imported at run time by __getattr__ below, on first use.
-    from taskrunner.jobs.postgres_store import PostgresJobStore as PostgresJobStore
+    from taskrunner.jobs.stores.postgres_store import PostgresJobStore as PostgresJobStore
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -138,7 +138,7 @@ def __getattr__(name: str) -> Any:
     # PostgresJobStore is imported on first use, so that psycopg (the optional
     # ``postgres`` extra) is needed only by those who use it.
     if name == "PostgresJobStore":
-        from taskrunner.jobs.postgres_store import PostgresJobStore
+        from taskrunner.jobs.stores.postgres_store import PostgresJobStore
 
         return PostgresJobStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,7 +38,7 @@ from taskrunner.jobs.outcomes import Cancel, Snooze
 from taskrunner.jobs.queues import claim_room, filled
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.states import JobState
-from taskrunner.jobs.store import MAX_PAGE_SIZE
+from taskrunner.jobs.stores.store import MAX_PAGE_SIZE
 
 __all__ = ["Attempts"]
 

@@ -7,7 +7,7 @@ the same thing the class derives from it too (``KeyError`` for an unknown id,
 catch either.
 
 Which errors a store raises, and when, is part of the store contract
-(:mod:`taskrunner.jobs.store`): a store raises :class:`StoreError` only when
+(:mod:`taskrunner.jobs.stores.store`): a store raises :class:`StoreError` only when
 the storage itself failed (the operation may be retried), and the other errors
 when the request cannot succeed as asked (retrying it unchanged is pointless).
 """

@@ -88,7 +88,7 @@ from taskrunner.jobs.registry import Registry
 from taskrunner.jobs.retry import RetryPolicy
 from taskrunner.jobs.scheduling import Scheduling
 from taskrunner.jobs.states import JobState
-from taskrunner.jobs.store import BatchCompletion, JobPage, JobStore
+from taskrunner.jobs.stores.store import BatchCompletion, JobPage, JobStore
 from taskrunner.runtime.pool import ThreadPool
 from taskrunner.runtime.runner import TaskRunner
 from taskrunner.runtime.runners.sequenced import SequencedTaskRunner

@@ -34,8 +34,8 @@ from taskrunner.jobs.handles import (
 )
 from taskrunner.jobs.model import Job
 from taskrunner.jobs.retry import RetryPolicy
-from taskrunner.jobs.store import JobStore
-from taskrunner.jobs.tx_enqueue import insert_in_transaction
+from taskrunner.jobs.stores.store import JobStore
+from taskrunner.jobs.stores.tx_enqueue import insert_in_transaction
 from taskrunner.runtime.clock import Clock
 from taskrunner.runtime.metrics import Metrics
 from taskrunner.runtime.pool import ThreadPool
@@ -241,7 +241,7 @@ class ManagerCore:
 
         With ``connection``, the caller's open database connection, the jobs
         are inserted in its transaction instead, on this thread, uncommitted
-        (:mod:`~taskrunner.jobs.tx_enqueue`); no retry: the caller's
+        (:mod:`~taskrunner.jobs.stores.tx_enqueue`); no retry: the caller's
         transaction decides.
 
         Inline fast path: a submitter that finds no insert queued or being

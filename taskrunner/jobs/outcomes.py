@@ -9,8 +9,8 @@
   :class:`~taskrunner.jobs.errors.JobCancelled`.
 
 Both work the same on every store (the store rules are
-:func:`~taskrunner.jobs.rules.after_snooze` and
-:func:`~taskrunner.jobs.rules.after_mark_cancelled`).  Immutable values, safe
+:func:`~taskrunner.jobs.stores.rules.after_snooze` and
+:func:`~taskrunner.jobs.stores.rules.after_mark_cancelled`).  Immutable values, safe
 to share between threads.
 """
 

@@ -4,7 +4,7 @@ Every job belongs to one queue (:data:`DEFAULT_QUEUE` unless its submitter
 names another).  A job manager consumes only the queues it is given, each with
 its own concurrency limit (``JobManager(store, queues={"mail": 10})``); a
 queue can be paused and resumed at run time for every worker on the store
-(:meth:`~taskrunner.jobs.base_store.BaseJobStore.pause_queue`), and listed
+(:meth:`~taskrunner.jobs.stores.base_store.BaseJobStore.pause_queue`), and listed
 with its depth (:class:`QueueInfo`).
 
 This module holds the checks and pure helpers the stores and the manager
@@ -227,7 +227,7 @@ class QueueControl(Protocol):
     that started before the pause took effect may still take jobs from it
     (as if it had run just before); every claim that starts after
     ``pause_queue`` returns honours it.  An explicit claim of one job by id
-    (:meth:`~taskrunner.jobs.store.JobStore.claim`) is an operator's act and
+    (:meth:`~taskrunner.jobs.stores.store.JobStore.claim`) is an operator's act and
     is not stopped by a pause.  Thread-safe.
     """
 

@@ -4,7 +4,7 @@
 that declares schedules in the store (:mod:`taskrunner.jobs.schedule_model`)
 and fires the due ones.  Every running manager fires every schedule of its
 store, whatever its handlers; the store makes each occurrence's job exactly
-once however many managers fire (:mod:`taskrunner.jobs.schedule_store`), and
+once however many managers fire (:mod:`taskrunner.jobs.stores.schedule_store`), and
 the job is then claimed like any other, by a manager with its handler.
 
 When: on :meth:`~taskrunner.jobs.manager.JobManager.start`, on every poll
@@ -31,8 +31,8 @@ from taskrunner.jobs.errors import StoreError
 from taskrunner.jobs.handles import SerializationError
 from taskrunner.jobs.manager_core import ManagerCore
 from taskrunner.jobs.schedule_model import Schedule, check_schedule_name
-from taskrunner.jobs.schedule_store import ScheduleStore
 from taskrunner.jobs.schedule_times import check_cron, check_timezone, first_at_or_after
+from taskrunner.jobs.stores.schedule_store import ScheduleStore
 from taskrunner.jobs.unique import check_unique_for
 
 __all__ = ["Scheduling"]

@@ -14,7 +14,7 @@ the memory store's lock, so it holds across threads, processes and machines.
 A time window cannot be written into an index, so an insert first releases
 (clears on the older job) the keys it wants whose window ended, by the new
 job's clock, and the index then refuses exactly the duplicates within a window
-(:meth:`~taskrunner.jobs.sql_store.SqlJobStore._release_unique_keys`).  A job
+(:meth:`~taskrunner.jobs.stores.sql_store.SqlJobStore._release_unique_keys`).  A job
 holds its key in every state, finished included, until its window ends or it
 is deleted or purged: "at most one such job per hour" counts the jobs that
 already ran.

@@ -127,7 +127,7 @@ class Harness:
 
     def open_store(self) -> JobStore:
         if self.dsn is not None:
-            from taskrunner.jobs.postgres_store import PostgresJobStore
+            from taskrunner.jobs.stores.postgres_store import PostgresJobStore
 
             return PostgresJobStore(self.dsn)
         assert self.db is not None

@@ -1,6 +1,6 @@
 """The SQLite job store's schema: its migrations, in order (append only).
 
-:class:`~taskrunner.jobs.sqlite_store.SQLiteJobStore` applies the missing ones
+:class:`~taskrunner.jobs.stores.sqlite_store.SQLiteJobStore` applies the missing ones
 when it opens a file, in one transaction each, and records the version in
 ``PRAGMA user_version`` (see its ``_migrate``).
 """

@@ -5,7 +5,7 @@ versioned by the table ``schema_version`` and built by the ordered
 :data:`MIGRATIONS`.  :func:`migrate` applies them in one transaction under an
 advisory lock, so processes migrating at once are serialised and the later ones
 find the work done; a database migrated by a newer taskrunner is refused.
-:class:`~taskrunner.jobs.postgres_store.PostgresJobStore` migrates on open
+:class:`~taskrunner.jobs.stores.postgres_store.PostgresJobStore` migrates on open
 unless told not to.  Functions here hold no state and are thread-safe.
 """
 

@@ -1,10 +1,10 @@
 """One SQL job store, two dialects: the queries SQLite and PostgreSQL share.
 
 :class:`SqlJobStore` implements the primitives of
-:class:`~taskrunner.jobs.base_store.BaseJobStore` with SQL written once: the
+:class:`~taskrunner.jobs.stores.base_store.BaseJobStore` with SQL written once: the
 reads (get, idempotency key, listing, counting, next due), the claim in claim
 order (one ordered index range per job type, merged), lease renewal, a
-one-job change (lock, apply a rule of :mod:`taskrunner.jobs.rules`, write),
+one-job change (lock, apply a rule of :mod:`taskrunner.jobs.stores.rules`, write),
 batch completion, recovery of expired leases, repair and purge.  A dialect
 subclass supplies what truly differs:
 
@@ -30,7 +30,6 @@ from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
-from taskrunner.jobs.base_store import BaseJobStore, Filters
 from taskrunner.jobs.errors import (
     CorruptJobError,
     JobError,
@@ -40,7 +39,9 @@ from taskrunner.jobs.errors import (
 )
 from taskrunner.jobs.model import JOB_FIELDS, Job, check_time
 from taskrunner.jobs.queues import QueueInfo, queue_info, take_by_queue
-from taskrunner.jobs.rules import (
+from taskrunner.jobs.states import JobState
+from taskrunner.jobs.stores.base_store import BaseJobStore, Filters
+from taskrunner.jobs.stores.rules import (
     after_claim,
     after_complete_many,
     after_recover,
@@ -48,10 +49,9 @@ from taskrunner.jobs.rules import (
     claim_order_key,
     on_attempt,
 )
-from taskrunner.jobs.sql_rows import repaired
-from taskrunner.jobs.sql_schedules import SqlSchedules
-from taskrunner.jobs.states import JobState
-from taskrunner.jobs.store import LeaseRenewal
+from taskrunner.jobs.stores.sql_rows import repaired
+from taskrunner.jobs.stores.sql_schedules import SqlSchedules
+from taskrunner.jobs.stores.store import LeaseRenewal
 
 __all__ = ["SqlJobStore", "SqlTx"]
 

@@ -40,11 +40,11 @@ back and surfaces as :class:`StoreError`.
 Wake-ups: a commit that makes jobs pending (insert, retry, a failure with a
 retry, snooze, recovery) pokes the listeners of the same file in every process
 (:meth:`SQLiteJobStore.announce`, through the Unix datagram sockets of
-:mod:`~taskrunner.jobs.sqlite_wake`); :meth:`SQLiteJobStore.subscribe` is how
+:mod:`~taskrunner.jobs.stores.sqlite_wake`); :meth:`SQLiteJobStore.subscribe` is how
 a job manager listens, with an adaptive poll as the fallback.
 
 The SQL it shares with PostgreSQL (reads, claims, renewals, changes,
-recovery) is :class:`~taskrunner.jobs.sql_store.SqlJobStore`'s; this module
+recovery) is :class:`~taskrunner.jobs.stores.sql_store.SqlJobStore`'s; this module
 keeps the SQLite dialect: the connection, ``BEGIN IMMEDIATE`` and busy retries,
 inserts and constraint errors, and the schema.
 """
@@ -69,20 +69,20 @@ from taskrunner.jobs.model import (
     JOB_FIELDS,
     Job,
 )
-from taskrunner.jobs.sql_rows import decode_row, job_values
-from taskrunner.jobs.sql_store import SqlJobStore
-from taskrunner.jobs.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Migration
-from taskrunner.jobs.sqlite_wake import (
+from taskrunner.jobs.stores.sql_rows import decode_row, job_values
+from taskrunner.jobs.stores.sql_store import SqlJobStore
+from taskrunner.jobs.stores.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Migration
+from taskrunner.jobs.stores.sqlite_wake import (
     PendingProbe,
     Subscriptions,
     WakeDirectory,
     pending_due,
     wake_directory_for,
 )
-from taskrunner.jobs.store import (
+from taskrunner.jobs.stores.store import (
     FaultInjector,
 )
-from taskrunner.jobs.tx_enqueue import check_sqlite_connection, sqlite_savepoint
+from taskrunner.jobs.stores.tx_enqueue import check_sqlite_connection, sqlite_savepoint
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "Migration", "SQLiteJobStore"]
 
@@ -233,7 +233,7 @@ def _duplicate(tx: _Tx, job: Job, exc: sqlite3.IntegrityError, *, inserting: boo
 
 
 class SQLiteJobStore(SqlJobStore[_Tx]):
-    """A :class:`~taskrunner.jobs.store.JobStore` in one SQLite file.
+    """A :class:`~taskrunner.jobs.stores.store.JobStore` in one SQLite file.
 
     ``path`` is the database file (created if missing; ``":memory:"`` gives a
     private in-memory database, without WAL).  ``synchronous`` is one of
@@ -409,7 +409,7 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
     def insert_in(self, connection: object, jobs: Sequence[Job]) -> None:
         """Insert new ``jobs`` through ``connection`` (a ``sqlite3.Connection`` to this
         file) in its open transaction, without committing: see
-        :mod:`~taskrunner.jobs.tx_enqueue`.  Call :meth:`announce` after committing."""
+        :mod:`~taskrunner.jobs.stores.tx_enqueue`.  Call :meth:`announce` after committing."""
         conn = check_sqlite_connection(self._path, connection)
         self._check_open()  # not under _lock: a claim may hold it, waiting for the caller's commit
         batch = self._checked_new(jobs)
@@ -476,10 +476,10 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
         """Call ``callback(due_at)`` when jobs become pending in this file; returns an unsubscribe.
 
         As :meth:`PostgresJobStore.subscribe
-        <taskrunner.jobs.postgres_store.PostgresJobStore.subscribe>`: ``due_at``
+        <taskrunner.jobs.stores.postgres_store.PostgresJobStore.subscribe>`: ``due_at``
         is the earliest due time of the jobs, ``None`` means "look now".  Wake-ups
         come from this store's own writes and, through the sockets of
-        :mod:`~taskrunner.jobs.sqlite_wake`, from other processes' stores on the
+        :mod:`~taskrunner.jobs.stores.sqlite_wake`, from other processes' stores on the
         same file; the listener thread also polls adaptively (every 50 ms while
         it finds due jobs, backing off to 1 s).  Callbacks run one at a time on
         the listener thread or the writing thread: they must be quick; an

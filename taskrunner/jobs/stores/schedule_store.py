@@ -2,12 +2,12 @@
 
 :class:`ScheduleStore` is what the three job stores promise about periodic
 schedules (:mod:`taskrunner.jobs.schedule_model`), on top of the
-:class:`~taskrunner.jobs.store.JobStore` contract and with the same
+:class:`~taskrunner.jobs.stores.store.JobStore` contract and with the same
 guarantees (explicit time, one transaction per call, errors naming the
 argument, ``ClosedError`` after ``close``).  :class:`ScheduleMethods` is the
-half :class:`~taskrunner.jobs.base_store.BaseJobStore` gets: the public
+half :class:`~taskrunner.jobs.stores.base_store.BaseJobStore` gets: the public
 methods, which check their arguments, over a few primitives each store
-implements (:mod:`taskrunner.jobs.sql_schedules` for SQLite and PostgreSQL,
+implements (:mod:`taskrunner.jobs.stores.sql_schedules` for SQLite and PostgreSQL,
 the memory store itself).
 
 Exactly once: :meth:`ScheduleStore.fire_schedule` locks the schedule's row
@@ -26,13 +26,13 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from taskrunner.jobs.model import Job
-from taskrunner.jobs.rules import check_now
 from taskrunner.jobs.schedule_model import (
     Schedule,
     UnknownScheduleError,
     check_schedule_name,
     fired,
 )
+from taskrunner.jobs.stores.rules import check_now
 
 __all__ = ["ScheduleMethods", "ScheduleStore"]
 

@@ -2,7 +2,7 @@
 
 :class:`Listener` holds one connection of its own (autocommit, ``LISTEN`` on
 the store's channel), delivers each notification's due time, and reconnects
-with backoff; :meth:`~taskrunner.jobs.postgres_store.PostgresJobStore.subscribe`
+with backoff; :meth:`~taskrunner.jobs.stores.postgres_store.PostgresJobStore.subscribe`
 starts and stops it.  Its ``stop`` and ``listening`` events are safe to use
 from any thread.
 """

@@ -27,7 +27,7 @@ from taskrunner.jobs.model import (
     check_time,
 )
 from taskrunner.jobs.queues import DEFAULT_QUEUE, check_queue
-from taskrunner.jobs.rules import check_text, repair_fields
+from taskrunner.jobs.stores.rules import check_text, repair_fields
 
 __all__ = ["decode_row", "decode_trace", "job_values", "repaired"]
 

@@ -11,7 +11,7 @@ apart.
 * **Transactions.**  Every write is one transaction at ``READ COMMITTED``.  An
   operation on one job reads it with ``SELECT ... FOR UPDATE`` (so it waits for
   any concurrent change to that row, then sees its latest version), computes
-  the new row with the per-job rules of :mod:`taskrunner.jobs.rules` (the same
+  the new row with the per-job rules of :mod:`taskrunner.jobs.stores.rules` (the same
   functions as the other stores), and writes it back.  A ``complete`` racing
   with a ``recover_expired`` or a ``cancel`` is thereby serialised on the row.
 * **Claims** select due jobs in claim order (priority, then ``run_at``,
@@ -40,7 +40,7 @@ apart.
   listener then calls every subscriber as if one had arrived.
 * **Schema** lives in its own PostgreSQL schema (``taskrunner`` by default),
   versioned by the table ``schema_version`` and built by the ordered
-  :data:`MIGRATIONS` (in :mod:`~taskrunner.jobs.postgres_schema`).
+  :data:`MIGRATIONS` (in :mod:`~taskrunner.jobs.stores.postgres_schema`).
   :func:`migrate` applies them in one transaction under an advisory lock,
   so processes migrating at once are serialised and the later ones find
   the work done; a database migrated by a newer taskrunner is refused.
@@ -76,12 +76,12 @@ that changes rows (a batch of inserts or updates is one statement), before
 rolls the transaction back and surfaces as :class:`StoreError`.
 
 The SQL it shares with SQLite is
-:class:`~taskrunner.jobs.sql_store.SqlJobStore`'s; this module keeps the
+:class:`~taskrunner.jobs.stores.sql_store.SqlJobStore`'s; this module keeps the
 PostgreSQL dialect: the pool, row locks (``FOR UPDATE [SKIP LOCKED]``),
 inserts and constraint errors, and subscriptions; its statements and
-transaction runner are in :mod:`~taskrunner.jobs.postgres_tx`, the listener
-thread in :mod:`~taskrunner.jobs.postgres_listen`, the schema in
-:mod:`~taskrunner.jobs.postgres_schema`.
+transaction runner are in :mod:`~taskrunner.jobs.stores.postgres_tx`, the listener
+thread in :mod:`~taskrunner.jobs.stores.postgres_listen`, the schema in
+:mod:`~taskrunner.jobs.stores.postgres_schema`.
 
 Needs psycopg 3 (``pip install 'taskrunner[postgres]'``); importing this
 module without it raises an ``ImportError`` that says so.
@@ -111,9 +111,9 @@ from taskrunner.jobs.errors import (
     StoreError,
 )
 from taskrunner.jobs.model import Job
-from taskrunner.jobs.postgres_enqueue import pg_insert_in
-from taskrunner.jobs.postgres_listen import Listener
-from taskrunner.jobs.postgres_schema import (
+from taskrunner.jobs.stores.postgres_enqueue import pg_insert_in
+from taskrunner.jobs.stores.postgres_listen import Listener
+from taskrunner.jobs.stores.postgres_schema import (
     DEFAULT_SCHEMA,
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -128,7 +128,7 @@ from taskrunner.jobs.postgres_schema import (
     migrate,
     schema_version,
 )
-from taskrunner.jobs.postgres_tx import (
+from taskrunner.jobs.stores.postgres_tx import (
     Conn,
     PgSql,
     PgTx,
@@ -137,9 +137,9 @@ from taskrunner.jobs.postgres_tx import (
     inject,
     pg_text,
 )
-from taskrunner.jobs.sql_rows import job_values
-from taskrunner.jobs.sql_store import SqlJobStore
-from taskrunner.jobs.store import (
+from taskrunner.jobs.stores.sql_rows import job_values
+from taskrunner.jobs.stores.sql_store import SqlJobStore
+from taskrunner.jobs.stores.store import (
     FaultInjector,
 )
 
@@ -178,7 +178,8 @@ def _check_seconds(name: str, value: object) -> float:
 
 
 class PostgresJobStore(SqlJobStore[PgTx]):
-    """A :class:`~taskrunner.jobs.store.JobStore` in a PostgreSQL database, shared by many machines.
+    """A :class:`~taskrunner.jobs.stores.store.JobStore` in a PostgreSQL database, shared by
+    many machines.
 
     ``dsn`` is a libpq connection string or URI (``"postgresql://user@host/db"``).
     ``schema`` is the PostgreSQL schema holding the tables (created by the
@@ -436,7 +437,7 @@ class PostgresJobStore(SqlJobStore[PgTx]):
     def insert_in(self, connection: object, jobs: Sequence[Job]) -> None:
         """Insert new ``jobs`` through ``connection`` (a psycopg connection to this
         database) in its open transaction, uncommitted; workers are notified at
-        its commit.  See :mod:`~taskrunner.jobs.postgres_enqueue`."""
+        its commit.  See :mod:`~taskrunner.jobs.stores.postgres_enqueue`."""
         self._check_open()
         batch = self._checked_new(jobs)
         with self._lock:

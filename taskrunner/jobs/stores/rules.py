@@ -1,8 +1,8 @@
 """The argument checks and the per-job rules every job store applies.
 
-The stores (:mod:`~taskrunner.jobs.memory_store`,
-:mod:`~taskrunner.jobs.sqlite_store`, :mod:`~taskrunner.jobs.postgres_store`)
-share these so that the rules of the :class:`~taskrunner.jobs.store.JobStore`
+The stores (:mod:`~taskrunner.jobs.stores.memory_store`,
+:mod:`~taskrunner.jobs.stores.sqlite_store`, :mod:`~taskrunner.jobs.stores.postgres_store`)
+share these so that the rules of the :class:`~taskrunner.jobs.stores.store.JobStore`
 contract live in one place: a store's own work is to choose the jobs (in SQL,
 or in memory) and to write the results atomically.
 

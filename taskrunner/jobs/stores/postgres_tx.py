@@ -4,7 +4,7 @@
   ``bigint``) and the spelling of NUL in free text.
 * :class:`PgSql`: the statements of one schema, built once.
 * :class:`PgTx`: the statements of one transaction on one borrowed
-  connection (an :class:`~taskrunner.jobs.sql_store.SqlTx`): every write
+  connection (an :class:`~taskrunner.jobs.stores.sql_store.SqlTx`): every write
   goes through the fault injector first, updates write only the columns the
   rules change, and the jobs the transaction made pending are announced by a
   ``NOTIFY`` queued before ``COMMIT``.
@@ -22,9 +22,9 @@ import psycopg
 
 from taskrunner.jobs.errors import StoreError
 from taskrunner.jobs.model import JOB_FIELDS, Job
-from taskrunner.jobs.sql_rows import decode_row, job_values
 from taskrunner.jobs.states import JobState
-from taskrunner.jobs.store import FaultInjector
+from taskrunner.jobs.stores.sql_rows import decode_row, job_values
+from taskrunner.jobs.stores.store import FaultInjector
 
 __all__ = ["Conn", "PgSql", "PgTx", "check_pg_name", "check_storable", "inject", "pg_text"]
 
@@ -32,7 +32,7 @@ Conn: TypeAlias = "psycopg.Connection[tuple[Any, ...]]"
 
 _MAX_BIGINT: Final = 2**63 - 1
 _COLUMNS: Final = ", ".join(JOB_FIELDS)
-# The columns a rule of taskrunner.jobs.rules may change; the rest are fixed at insert
+# The columns a rule of taskrunner.jobs.stores.rules may change; the rest are fixed at insert
 # (only fail_corrupt rewrites them, with a statement of its own).
 _MUTABLE: Final = (
     "state",

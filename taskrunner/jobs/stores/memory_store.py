@@ -1,6 +1,6 @@
 """A job store in memory: for tests, the mock clock and single-process use.
 
-It keeps the whole :class:`~taskrunner.jobs.store.JobStore` contract except
+It keeps the whole :class:`~taskrunner.jobs.stores.store.JobStore` contract except
 durability: duplicate ids and idempotency keys are refused, claims are
 exclusive, leases are checked, and every operation is atomic, because each runs
 entirely under one lock.  Jobs are immutable, so the ones it hands out are
@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from taskrunner.errors import ClosedError
-from taskrunner.jobs.base_store import BaseJobStore, Filters
 from taskrunner.jobs.errors import (
     DuplicateJobError,
     JobError,
@@ -30,7 +29,10 @@ from taskrunner.jobs.errors import (
 )
 from taskrunner.jobs.model import Job
 from taskrunner.jobs.queues import QueueInfo, queue_info, take_by_queue
-from taskrunner.jobs.rules import (
+from taskrunner.jobs.schedule_model import Schedule, after_put
+from taskrunner.jobs.states import JobState
+from taskrunner.jobs.stores.base_store import BaseJobStore, Filters
+from taskrunner.jobs.stores.rules import (
     after_claim,
     after_complete_many,
     after_fail_corrupt,
@@ -41,10 +43,8 @@ from taskrunner.jobs.rules import (
     matches,
     on_attempt,
 )
-from taskrunner.jobs.schedule_model import Schedule, after_put
-from taskrunner.jobs.schedule_store import Plan
-from taskrunner.jobs.states import JobState
-from taskrunner.jobs.store import (
+from taskrunner.jobs.stores.schedule_store import Plan
+from taskrunner.jobs.stores.store import (
     FaultInjector,
     LeaseRenewal,
 )
@@ -53,7 +53,7 @@ __all__ = ["MemoryJobStore"]
 
 
 class MemoryJobStore(BaseJobStore):
-    """A :class:`~taskrunner.jobs.store.JobStore` held in this process's memory.
+    """A :class:`~taskrunner.jobs.stores.store.JobStore` held in this process's memory.
 
     Thread-safe: one lock serialises every operation.  ``fault_injector`` (for
     tests) is called with the operation's name before each write, under the

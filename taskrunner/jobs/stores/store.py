@@ -1,14 +1,14 @@
 """The job store contract: what every store promises, and nothing else.
 
 :class:`JobStore` is the one interface between the job manager and storage.
-:class:`~taskrunner.jobs.memory_store.MemoryJobStore` (tests, one process),
-:class:`~taskrunner.jobs.sqlite_store.SQLiteJobStore` (the embedded default,
+:class:`~taskrunner.jobs.stores.memory_store.MemoryJobStore` (tests, one process),
+:class:`~taskrunner.jobs.stores.sqlite_store.SQLiteJobStore` (the embedded default,
 several processes on one machine) and
-:class:`~taskrunner.jobs.postgres_store.PostgresJobStore` (many machines)
+:class:`~taskrunner.jobs.stores.postgres_store.PostgresJobStore` (many machines)
 implement it; ``tests/test_job_store_contract.py`` runs one suite over all.
 The argument checks and per-job rules they share are in
-:mod:`taskrunner.jobs.rules`; the public methods, which validate arguments and
-apply those rules, are written once in :mod:`taskrunner.jobs.base_store`.
+:mod:`taskrunner.jobs.stores.rules`; the public methods, which validate arguments and
+apply those rules, are written once in :mod:`taskrunner.jobs.stores.base_store`.
 
 The guarantees every store gives:
 

@@ -1,10 +1,10 @@
 """The public methods of every job store, written once: check the arguments, apply the rules.
 
 :class:`BaseJobStore` implements each method of the
-:class:`~taskrunner.jobs.store.JobStore` contract (and
-:class:`~taskrunner.jobs.store.BatchCompletion`) the same way for every store:
+:class:`~taskrunner.jobs.stores.store.JobStore` contract (and
+:class:`~taskrunner.jobs.stores.store.BatchCompletion`) the same way for every store:
 it validates and normalises the arguments with the checks of
-:mod:`taskrunner.jobs.rules` (so bad input raises ``TypeError``/``ValueError``
+:mod:`taskrunner.jobs.stores.rules` (so bad input raises ``TypeError``/``ValueError``
 naming the argument before the store is touched), settles the cases that need
 no storage (an empty batch, an empty filter), and hands the rest to a few
 primitives that each store implements for its storage:
@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from taskrunner.jobs.errors import JobError
 from taskrunner.jobs.model import Job, check_name, check_time
 from taskrunner.jobs.queues import QueueInfo, check_claim_queues, check_queue
-from taskrunner.jobs.rules import (
+from taskrunner.jobs.states import JobState
+from taskrunner.jobs.stores.rules import (
     after_cancel,
     after_claim,
     after_complete,
@@ -63,9 +64,8 @@ from taskrunner.jobs.rules import (
     encode_cursor,
     is_due,
 )
-from taskrunner.jobs.schedule_store import ScheduleMethods
-from taskrunner.jobs.states import JobState
-from taskrunner.jobs.store import MAX_PAGE_SIZE, JobPage, LeaseRenewal
+from taskrunner.jobs.stores.schedule_store import ScheduleMethods
+from taskrunner.jobs.stores.store import MAX_PAGE_SIZE, JobPage, LeaseRenewal
 
 __all__ = ["BaseJobStore", "Filters"]
 
@@ -74,13 +74,13 @@ Filters = tuple["frozenset[JobState] | None", "frozenset[str] | None", "float | 
 
 
 class BaseJobStore(ScheduleMethods, ABC):
-    """The :class:`~taskrunner.jobs.store.JobStore` methods over a store's primitives.
+    """The :class:`~taskrunner.jobs.stores.store.JobStore` methods over a store's primitives.
 
     A subclass implements the abstract primitives (each one atomic, and
     thread-safe as the store promises) and ``next_due``/``close``.  The
     primitives receive arguments already checked; the ones that take a
     collection never receive an empty one.  The schedule methods and their
-    primitives are :class:`~taskrunner.jobs.schedule_store.ScheduleMethods`'.
+    primitives are :class:`~taskrunner.jobs.stores.schedule_store.ScheduleMethods`'.
     """
 
     __slots__ = ()
@@ -372,7 +372,7 @@ class BaseJobStore(ScheduleMethods, ABC):
     def complete_many(
         self, owner: str, now: float, items: Sequence[tuple[str, bytes | None, int | None]]
     ) -> list[Job | JobError]:
-        """See :class:`~taskrunner.jobs.store.BatchCompletion`: one atomic step for all."""
+        """See :class:`~taskrunner.jobs.stores.store.BatchCompletion`: one atomic step for all."""
         owner = self._owner(owner)
         now = check_now(now)
         batch = check_completions(items)

@@ -1,8 +1,8 @@
 """The schedule primitives of the SQL store, written once for SQLite and PostgreSQL.
 
-:class:`SqlSchedules` implements :class:`~taskrunner.jobs.schedule_store.ScheduleMethods`'
+:class:`SqlSchedules` implements :class:`~taskrunner.jobs.stores.schedule_store.ScheduleMethods`'
 primitives over the ``schedules`` table with the dialect's transactions,
-placeholder and row locks (see :mod:`taskrunner.jobs.sql_store`); the one
+placeholder and row locks (see :mod:`taskrunner.jobs.stores.sql_store`); the one
 thing a dialect adds is :meth:`SqlSchedules._insert_in`, which inserts new
 jobs inside a transaction (and, on PostgreSQL, notifies listeners at commit).
 The upsert (``INSERT ... ON CONFLICT (name) DO UPDATE``) is spelled the same
@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from taskrunner.jobs.model import Job
 from taskrunner.jobs.schedule_model import SCHEDULE_FIELDS, Schedule, ScheduleError, after_put
-from taskrunner.jobs.schedule_store import Plan, ScheduleMethods
+from taskrunner.jobs.stores.schedule_store import Plan, ScheduleMethods
 
 __all__ = ["SqlSchedules"]
 

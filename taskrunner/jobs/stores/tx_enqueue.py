@@ -7,18 +7,18 @@ neither does.  Workers see the job only once the caller commits; a rollback
 leaves no job.  SQLite and PostgreSQL guarantee that no reader ever sees a
 half-state (a transaction's rows appear all at once, at commit).
 
-* **SQLite** (:class:`~taskrunner.jobs.sqlite_store.SQLiteJobStore`): ``conn``
+* **SQLite** (:class:`~taskrunner.jobs.stores.sqlite_store.SQLiteJobStore`): ``conn``
   is a ``sqlite3.Connection`` to the store's file (checked: another file
   raises ``ValueError`` naming both).  The insert takes SQLite's write lock
   until the caller commits or rolls back, so keep the transaction short:
   every other writer (workers included) waits for it.  The store cannot see
   the caller's commit, so it cannot wake the workers at that moment: call
-  :meth:`SQLiteJobStore.announce <taskrunner.jobs.sqlite_store.SQLiteJobStore.announce>`
+  :meth:`SQLiteJobStore.announce <taskrunner.jobs.stores.sqlite_store.SQLiteJobStore.announce>`
   after ``conn.commit()`` for an immediate start; without it the workers'
   adaptive poll finds the job within a second.
-* **PostgreSQL** (:class:`~taskrunner.jobs.postgres_store.PostgresJobStore`):
+* **PostgreSQL** (:class:`~taskrunner.jobs.stores.postgres_store.PostgresJobStore`):
   ``conn`` is a psycopg 3 connection to the store's database (see
-  :mod:`~taskrunner.jobs.postgres_enqueue`).  The insert runs in a savepoint
+  :mod:`~taskrunner.jobs.stores.postgres_enqueue`).  The insert runs in a savepoint
   (a duplicate id or key raises :class:`DuplicateJobError` and leaves the
   caller's transaction usable) and queues a ``NOTIFY``, which PostgreSQL
   delivers at commit: workers wake then, and never on a rollback.
@@ -42,7 +42,7 @@ from taskrunner.jobs.errors import StoreError
 from taskrunner.jobs.model import Job
 
 if TYPE_CHECKING:
-    from taskrunner.jobs.store import JobStore
+    from taskrunner.jobs.stores.store import JobStore
 
 __all__ = [
     "TransactionalInsert",

@@ -1,8 +1,8 @@
 """Transactional enqueue on PostgreSQL: insert jobs in the caller's psycopg transaction.
 
 :meth:`PostgresJobStore.insert_in
-<taskrunner.jobs.postgres_store.PostgresJobStore.insert_in>` calls
-:func:`pg_insert_in` (the contract is in :mod:`~taskrunner.jobs.tx_enqueue`).
+<taskrunner.jobs.stores.postgres_store.PostgresJobStore.insert_in>` calls
+:func:`pg_insert_in` (the contract is in :mod:`~taskrunner.jobs.stores.tx_enqueue`).
 The rows and a ``NOTIFY`` on the store's channel are written inside a
 savepoint of the caller's open transaction: PostgreSQL delivers the
 notification at commit, and drops it with the rows on a rollback; a duplicate
@@ -22,9 +22,9 @@ from psycopg.pq import TransactionStatus
 
 from taskrunner.jobs.errors import DuplicateJobError, StoreError
 from taskrunner.jobs.model import Job
-from taskrunner.jobs.postgres_tx import PgSql, inject
-from taskrunner.jobs.sql_rows import job_values
-from taskrunner.jobs.store import FaultInjector
+from taskrunner.jobs.stores.postgres_tx import PgSql, inject
+from taskrunner.jobs.stores.sql_rows import job_values
+from taskrunner.jobs.stores.store import FaultInjector
 
 __all__ = ["pg_insert_in"]
 
