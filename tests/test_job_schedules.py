@@ -37,6 +37,7 @@ from taskrunner.jobs import (
     ScheduleStore,
     SerializationError,
     SQLiteJobStore,
+    UnknownJobTypeError,
     UnknownScheduleError,
 )
 from taskrunner.jobs.schedule_model import (
@@ -409,6 +410,8 @@ def test_schedule_arguments_are_checked_by_name() -> None:
             manager.schedule("x", every=60, args={1, 2})
         with pytest.raises(ValueError, match="misfire"):
             manager.schedule("x", every=60, misfire="later")
+        with pytest.raises(UnknownJobTypeError, match="nope"):
+            manager.schedule("x", every=60, job_type="nope")  # no handler: no schedule
         assert manager.schedules() == []
 
 

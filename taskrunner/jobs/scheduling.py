@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from taskrunner.errors import RunnerClosedError
-from taskrunner.jobs.errors import StoreError
+from taskrunner.jobs.errors import StoreError, UnknownJobTypeError
 from taskrunner.jobs.handles import SerializationError
 from taskrunner.jobs.manager_core import ManagerCore
 from taskrunner.jobs.schedule_model import Schedule, check_schedule_name
@@ -105,7 +105,9 @@ class Scheduling(ManagerCore):
         Declaring it again with the same timing (cron, every, timezone,
         start) keeps its next run, so every worker may declare its schedules
         at start-up; new timing starts it over from now.  ``TypeError``/
-        ``ValueError`` name a bad argument; a cron expression needs the
+        ``ValueError`` name a bad argument, :class:`UnknownJobTypeError` a job
+        type with no handler registered here (as ``submit``: a process that only
+        declares schedules registers the types too); a cron expression needs the
         ``schedules`` extra (``ImportError`` naming it otherwise)."""
         store = self._schedule_store()
         name = check_schedule_name(name)
@@ -138,6 +140,10 @@ class Scheduling(ManagerCore):
             created_at=now,
             updated_at=now,
         )
+        with self._lock:
+            known = schedule.type in self._handlers
+        if not known:  # as submit: a typo would enqueue jobs no worker runs, forever
+            raise UnknownJobTypeError(schedule.type)
         first = first_at_or_after(
             schedule, now if start is None else max(now, schedule.start or now)
         )
