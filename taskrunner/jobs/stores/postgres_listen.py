@@ -27,8 +27,8 @@ class Listener:
 
     It calls ``deliver`` for each notification, and once after each
     (re)connection with ``None`` (notifications may have been missed).  It
-    reconnects with backoff when the connection breaks and stops when ``stop``
-    is set (within ``poll`` seconds).
+    reconnects with backoff when the connection breaks and ends within ``poll``
+    seconds of :meth:`stop`.
     """
 
     def __init__(
@@ -44,31 +44,42 @@ class Listener:
         self._channel = channel
         self._deliver = deliver
         self._poll = poll
-        self.stop = threading.Event()
+        self._stopping = threading.Event()
         #: Set once the first LISTEN is in place (for tests and callers that must not miss one).
         self.listening = threading.Event()
         self.thread = threading.Thread(target=self._run, name="taskrunner-pg-listen", daemon=True)
 
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end (it does within ``poll`` seconds); never waits."""
+        self._stopping.set()
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
     def _run(self) -> None:
         pause = 0.1
         quoted = '"' + self._channel.replace('"', '""') + '"'
-        while not self.stop.is_set():
+        while not self._stopping.is_set():
             try:
                 with psycopg.connect(self._dsn, autocommit=True, **self._connect_kwargs) as conn:
                     conn.execute(f"LISTEN {quoted}")
                     self.listening.set()
                     pause = 0.1
                     self._deliver(None)
-                    while not self.stop.is_set():
+                    while not self._stopping.is_set():
                         for note in conn.notifies(timeout=self._poll):
                             self._deliver(_parse_due(note.payload))
-                            if self.stop.is_set():
+                            if self._stopping.is_set():
                                 break
             except psycopg.Error as exc:
-                if self.stop.is_set():
+                if self._stopping.is_set():
                     break
                 log.warning("PostgreSQL listener: %s; reconnecting in %.1fs", exc, pause)
-                self.stop.wait(pause)
+                self._stopping.wait(pause)
                 pause = min(pause * 2, 5.0)
 
 

@@ -142,6 +142,7 @@ from taskrunner.jobs.stores.sql_store import SqlJobStore
 from taskrunner.jobs.stores.store import (
     FaultInjector,
 )
+from taskrunner.jobs.stores.subscriptions import Deliver, Subscriptions
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -160,7 +161,7 @@ T = TypeVar("T")
 #: A subscriber: called with the earliest due time (epoch seconds) among the
 #: jobs a notifying transaction made pending, or ``None`` when that is not
 #: known (the listener reconnected and may have missed notifications).
-Subscriber = Callable[[float | None], None]
+Subscriber = Deliver
 
 
 _RETRIES: Final = 5  # serialization failures and deadlocks are retried this many times
@@ -233,13 +234,13 @@ class PostgresJobStore(SqlJobStore[PgTx]):
         self._table = self._sql.jobs
         self._queues_table = self._sql.queues
         self._schedules_table = f'"{self._schema}".schedules'
-        # _lock guards _closed, _subscribers, _next_subscriber, _listener and _database.  Never
+        # _lock guards _closed and _database.  Never
         # held while talking to the database or calling a subscriber.
         self._lock = threading.Lock()
         self._closed = False
-        self._subscribers: dict[int, Subscriber] = {}
-        self._next_subscriber = 0
-        self._listener: Listener | None = None
+        self._subscriptions = Subscriptions(
+            lambda deliver: Listener(self._dsn, self._connect_kwargs, self._sql.channel, deliver)
+        )
         self._database: tuple[str, int] | None = None  # (name, port), for insert_in
         # The pool is itself thread-safe; it is closed once, by close().
         self._pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
@@ -502,12 +503,7 @@ class PostgresJobStore(SqlJobStore[PgTx]):
             if self._closed:
                 return
             self._closed = True
-            self._subscribers.clear()
-            listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop.set()
-            if listener.thread is not threading.current_thread():
-                listener.thread.join(timeout=5)
+        self._subscriptions.close(timeout=5)
         self._pool.close(timeout=5)
 
     # ------------------------------------------------------------ notifications
@@ -529,30 +525,7 @@ class PostgresJobStore(SqlJobStore[PgTx]):
         the last unsubscribe stops it.  Unsubscribing is idempotent.  After
         :meth:`close`, ``ClosedError``.
         """
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-        with self._lock:
-            if self._closed:
-                raise ClosedError("the job store is closed")
-            token = self._next_subscriber
-            self._next_subscriber += 1
-            self._subscribers[token] = callback
-            if self._listener is None:
-                self._listener = Listener(
-                    self._dsn, self._connect_kwargs, self._sql.channel, self._deliver
-                )
-                self._listener.thread.start()
-
-        def unsubscribe() -> None:
-            with self._lock:
-                self._subscribers.pop(token, None)
-                listener = self._listener if not self._subscribers else None
-                if listener is not None:
-                    self._listener = None
-            if listener is not None:
-                listener.stop.set()  # it ends within its poll interval; nothing to wait for
-
-        return unsubscribe
+        return self._subscriptions.subscribe(callback)
 
     def wait_listening(self, timeout: float | None = None) -> bool:
         """Wait until the listener's ``LISTEN`` is in place (True), or ``timeout`` passes.
@@ -561,19 +534,7 @@ class PostgresJobStore(SqlJobStore[PgTx]):
         subscriber with ``None`` once listening, which covers them).  False if
         nobody is subscribed.
         """
-        with self._lock:
-            listener = self._listener
-        return listener is not None and listener.listening.wait(timeout)
-
-    def _deliver(self, due_at: float | None) -> None:
-        """Listener thread: call every subscriber (outside the lock)."""
-        with self._lock:
-            callbacks = list(self._subscribers.values())
-        for callback in callbacks:
-            try:
-                callback(due_at)
-            except Exception:
-                log.exception("a job store subscriber failed")
+        return self._subscriptions.wait_listening(timeout)
 
     # ------------------------------------------------------------ extras
 

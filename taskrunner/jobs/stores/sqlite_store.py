@@ -73,8 +73,8 @@ from taskrunner.jobs.stores.sql_rows import decode_row, job_values
 from taskrunner.jobs.stores.sql_store import SqlJobStore
 from taskrunner.jobs.stores.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Migration
 from taskrunner.jobs.stores.sqlite_wake import (
+    Listener,
     PendingProbe,
-    Subscriptions,
     WakeDirectory,
     pending_due,
     wake_directory_for,
@@ -82,6 +82,7 @@ from taskrunner.jobs.stores.sqlite_wake import (
 from taskrunner.jobs.stores.store import (
     FaultInjector,
 )
+from taskrunner.jobs.stores.subscriptions import Subscriptions
 from taskrunner.jobs.stores.tx_enqueue import check_sqlite_connection, sqlite_savepoint
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "Migration", "SQLiteJobStore"]
@@ -276,10 +277,11 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
         self._wake = None if private else WakeDirectory(wake_directory_for(self._path))
         # A private database is probed through this store (its own connection cannot see it).
         self._subscriptions = Subscriptions(
-            self._wake,
-            lambda: PendingProbe(
-                self._path, self._busy_timeout, self.next_due if private else None
-            ),
+            lambda deliver: Listener(
+                self._wake,
+                PendingProbe(self._path, self._busy_timeout, self.next_due if private else None),
+                deliver,
+            )
         )
         try:
             self._conn = sqlite3.connect(

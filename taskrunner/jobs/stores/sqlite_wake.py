@@ -59,7 +59,6 @@ __all__ = [
     "HAVE_AF_UNIX",
     "Listener",
     "PendingProbe",
-    "Subscriptions",
     "WakeDirectory",
     "pending_due",
     "wake_directory_for",
@@ -349,6 +348,10 @@ class Listener:
         except Exception:
             log.exception("a job store subscriber failed")
 
+    def join(self, timeout: float) -> None:
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (within ``timeout``) and remove the socket.  Idempotent."""
         self._stop.set()
@@ -361,8 +364,7 @@ class Listener:
                     poker.sendto(b"", os.path.join(wake.directory, name))
                 finally:
                     poker.close()
-        if self.thread.is_alive() and self.thread is not threading.current_thread():
-            self.thread.join(timeout)
+        self.join(timeout)
         if sock is not None and name is not None and wake is not None:
             wake.discard_own(name)
             with contextlib.suppress(OSError):
@@ -403,66 +405,3 @@ class PendingProbe:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-
-
-class Subscriptions:
-    """A store's subscribers and the one listener they share.  Thread-safe.
-
-    The first :meth:`subscribe` starts a :class:`Listener` (with a probe made
-    by ``make_probe``), the last unsubscribe or :meth:`close` stops it.
-    :meth:`deliver` calls every subscriber (from the listener's thread, or
-    from the store's writing thread for its own writes)."""
-
-    def __init__(self, wake: WakeDirectory | None, make_probe: Callable[[], PendingProbe]) -> None:
-        self._wake = wake
-        self._make_probe = make_probe
-        # _lock guards _subscribers, _next and _listener; never held while calling a
-        # subscriber or stopping the listener.
-        self._lock = threading.Lock()
-        self._subscribers: dict[int, Deliver] = {}
-        self._next = 0
-        self._listener: Listener | None = None
-
-    def subscribe(self, callback: Deliver) -> Callable[[], None]:
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-        with self._lock:
-            token = self._next
-            self._next += 1
-            self._subscribers[token] = callback
-            if self._listener is None:
-                self._listener = Listener(self._wake, self._make_probe(), self.deliver)
-                self._listener.start()
-
-        def unsubscribe() -> None:
-            with self._lock:
-                self._subscribers.pop(token, None)
-                listener = self._listener if not self._subscribers else None
-                if listener is not None:
-                    self._listener = None
-            if listener is not None:
-                listener.stop()
-
-        return unsubscribe
-
-    def wait_listening(self, timeout: float | None = None) -> bool:
-        with self._lock:
-            listener = self._listener
-        return listener is not None and listener.listening.wait(timeout)
-
-    def deliver(self, due_at: float | None) -> None:
-        with self._lock:
-            callbacks = list(self._subscribers.values())
-        for callback in callbacks:
-            try:
-                callback(due_at)
-            except Exception:
-                log.exception("a job store subscriber failed")
-
-    def close(self) -> None:
-        """Forget every subscriber and stop the listener (within its timeout)."""
-        with self._lock:
-            self._subscribers.clear()
-            listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop()
