@@ -342,6 +342,33 @@ def test_reply_runs_on_the_posting_runner(pool: ThreadPool) -> None:
     ui.shutdown()
 
 
+@pytest.mark.thread_unsafe(reason="holds workers of the shared 2-worker pool")
+def test_the_reply_is_posted_before_the_future_completes(pool: ThreadPool) -> None:
+    """Whoever the future wakes finds the reply queued already: on one runner
+    (an event loop, say) the reply runs before what the waiter posts after."""
+    replies = SequencedTaskRunner(pool)
+    held, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        held.wait(WAIT)
+
+    replies.post_task(hold)  # running: keeps the reply queued behind it
+    assert holding.wait(WAIT)
+    go = threading.Event()
+    queued_when_done: list[int] = []
+    future = pool.post_task_and_reply_with_result(
+        lambda: go.wait(WAIT), lambda value: None, reply_runner=replies
+    )
+    future.add_done_callback(lambda f: queued_when_done.append(replies.stats()["queued"]))
+    go.set()
+    assert future.result(WAIT) is True
+    held.set()
+    assert replies.wait_idle(WAIT)
+    assert queued_when_done == [1]
+    replies.shutdown()
+
+
 def test_reply_with_exception_skips_reply_and_sets_future(pool: ThreadPool) -> None:
     errors: list[BaseException] = []
     p = ThreadPool(1, name="replyerr", error_handler=lambda e, t: errors.append(e)).start()

@@ -65,7 +65,7 @@ class FutureCall(NotRunHook, Generic[T]):
     the runner's error handler (and the metrics) see a failed task.  The
     runners' own ``submit`` does; the Executor views do not (the standard
     library's executors report an exception only through its future).
-    ``reply``: called with the result after it is set (success only).
+    ``reply``: called with the result just before it is set (success only).
     """
 
     __slots__ = ("args", "fn", "future", "kwargs", "reply", "reraise")
@@ -110,11 +110,17 @@ class FutureCall(NotRunHook, Generic[T]):
         finally:
             _running.future = previous
             del fn, args, kwargs
-        future.set_result(result)
         reply = self.reply
-        if reply is not None:
-            self.reply = None
+        if reply is None:
+            future.set_result(result)
+            return
+        # The reply is posted before the future completes, so whoever the
+        # future wakes finds it queued: on one reply runner it runs first.
+        self.reply = None
+        try:
             reply(result)
+        finally:
+            future.set_result(result)
 
     def not_run(self) -> None:
         self.fn = None

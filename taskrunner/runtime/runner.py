@@ -331,7 +331,9 @@ class TaskRunner(MapMixin, abc.ABC):
 
         Returns a ``concurrent.futures.Future`` holding the task's result (or
         its exception, in which case ``reply`` is not called); it works with
-        ``asyncio.wrap_future``."""
+        ``asyncio.wrap_future``.  The reply is posted before the future
+        completes, so on the reply runner it runs before anything the
+        future's waiter posts there afterwards."""
         return self._post_and_reply_with_result(task, reply, 0, reply_runner, traits, name)
 
     def post_delayed_task_and_reply_with_result(
