@@ -280,7 +280,10 @@ class WorkerLoop(PoolState):
                     elif plain:
                         task.state = RUNNING
                         try:
-                            task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                            if task.args:
+                                task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                            else:  # no star-call: no bound method, no argument tuple built
+                                task.ctx.run(task.fn)  # type: ignore[arg-type]
                         except BaseException as exc:
                             task._name = task.name  # keep the callable's name for the report
                             task._finish(FAILED)
@@ -300,7 +303,10 @@ class WorkerLoop(PoolState):
                         start = _now_ns()
                         try:
                             if tracer is None or ready == INTERNAL:
-                                task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                                if task.args:
+                                    task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                                else:  # no star-call: no bound method, no argument tuple built
+                                    task.ctx.run(task.fn)  # type: ignore[arg-type]
                             else:
                                 task.ctx.run(tracer.run_task, task, task.fn, task.args)  # type: ignore[arg-type]
                         except BaseException as exc:
@@ -365,7 +371,10 @@ class WorkerLoop(PoolState):
             return
         task.state = RUNNING
         try:
-            task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+            if task.args:
+                task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+            else:  # no star-call: no bound method, no argument tuple built
+                task.ctx.run(task.fn)  # type: ignore[arg-type]
         except BaseException as exc:
             task._name = task.name  # keep the callable's name for the report
             task._finish(FAILED)
@@ -384,7 +393,10 @@ class WorkerLoop(PoolState):
         start = _now_ns()
         try:
             if tracer is None:
-                task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                if task.args:
+                    task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                else:  # no star-call: no bound method, no argument tuple built
+                    task.ctx.run(task.fn)  # type: ignore[arg-type]
             else:
                 task.ctx.run(tracer.run_task, task, task.fn, task.args)  # type: ignore[arg-type]
         except BaseException as exc:

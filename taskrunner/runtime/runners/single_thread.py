@@ -346,7 +346,10 @@ class SingleThreadTaskRunner(PoolBackedRunner):
                     # pool._run_claimed(task), inlined: counters per batch.
                     task.state = RUNNING
                     try:
-                        task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                        if task.args:
+                            task.ctx.run(task.fn, *task.args)  # type: ignore[arg-type]
+                        else:  # no star-call: no bound method, no argument tuple built
+                            task.ctx.run(task.fn)  # type: ignore[arg-type]
                     except BaseException as exc:
                         task._name = task.name
                         task._finish(FAILED)
