@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import _floor
 from _harness import Row, alternate2, gil_enabled, percentile
 
 from taskrunner import TaskPriority, TaskTraits, ThreadPool
@@ -55,6 +56,11 @@ def tpe_one_poster(n: int) -> float:
         submit(noop)
     ex.shutdown(wait=True)
     return n / (time.perf_counter() - t0)
+
+
+#: The floor (bench/_floor.py): a pool on the same C heap with none of the
+#: guarantees, the most any handle + claim + Python worker loop design can reach.
+FLOOR_ROW = "floor: bare pool on the C heap, 1 poster, 2 workers"
 
 
 # ---- throughput: one batch post --------------------------------------------------------
@@ -225,15 +231,18 @@ def ours_latency(samples: int) -> list[float]:
     return out
 
 
-def latencies(samples: int) -> tuple[list[float], list[float]]:
-    """Post->start samples of both sides, in alternated blocks of 1,000."""
+def latencies(samples: int) -> tuple[list[float], list[float], list[float]]:
+    """Post->start samples of taskrunner, ThreadPoolExecutor and the floor
+    (bench/_floor.py), in alternated blocks of 1,000."""
     ours: list[float] = []
     peer: list[float] = []
+    floor: list[float] = []
     while len(ours) < samples:
         block = min(1000, samples - len(ours))
         ours += ours_latency(block)
         peer += tpe_latency(block)
-    return ours, peer
+        floor += _floor.latency(block)
+    return ours, peer, floor
 
 
 def tpe_latency(samples: int) -> list[float]:
@@ -379,6 +388,8 @@ def report(quick: bool) -> Iterator[Row]:
     n, rounds = (20_000, 1) if quick else (200_000, 3)
     ours, peer = alternate2(lambda: ours_one_poster(n), lambda: tpe_one_poster(n), rounds)
     yield ("post+run no-op, 1 poster, 2 workers", ours, "ThreadPoolExecutor(2)", peer, "tasks/s")
+    floor, peer = alternate2(lambda: _floor.run(n), lambda: tpe_one_poster(n), rounds)
+    yield (FLOOR_ROW, floor, "ThreadPoolExecutor(2)", peer, "tasks/s")
     ours, peer = alternate2(lambda: ours_k_posters(n), lambda: tpe_k_posters(n), rounds)
     yield ("post+run no-op, 4 posters, 2 workers", ours, "ThreadPoolExecutor(2)", peer, "tasks/s")
     ours, peer = alternate2(lambda: ours_batch(n), lambda: tpe_one_poster(n), rounds)
@@ -390,11 +401,18 @@ def report(quick: bool) -> Iterator[Row]:
     ours, peer = alternate2(lambda: ours_priorities(n), lambda: pq_priorities(n), rounds)
     yield ("mixed priorities, 2 workers", ours, "queue.PriorityQueue", peer, "tasks/s")
     samples = 300 if quick else LATENCY_SAMPLES
-    lo, lt = latencies(samples)
+    lo, lt, lf = latencies(samples)
     for label, q in (("p50", 0.5), ("p99", 0.99)):
         yield (
             f"post->start latency {label}, idle pool",
             percentile(lo, q),
+            "ThreadPoolExecutor(2)",
+            percentile(lt, q),
+            "us",
+        )
+        yield (
+            f"post->start latency {label}, idle floor pool (bench/_floor.py)",
+            percentile(lf, q),
             "ThreadPoolExecutor(2)",
             percentile(lt, q),
             "us",
@@ -431,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         f"1 poster,  2 workers : taskrunner {ours:>10,.0f}/s  TPE(2) {peer:>9,.0f}/s  "
         f"ratio {ours / peer:5.1f}x  (goal >= 7x)"
     )
+    floor, peer = alternate2(lambda: _floor.run(n), lambda: tpe_one_poster(n), rounds)
+    print(
+        f"floor (_floor.py)    : bare pool  {floor:>10,.0f}/s  TPE(2) {peer:>9,.0f}/s  "
+        f"ratio {floor / peer:5.1f}x  (no guarantees: the ceiling of this design)"
+    )
     ours, peer = alternate2(lambda: ours_k_posters(n), lambda: tpe_k_posters(n), rounds)
     print(
         f"4 posters, 2 workers : taskrunner {ours:>10,.0f}/s  TPE(2) {peer:>9,.0f}/s  "
@@ -454,12 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     samples = 300 if args.quick else LATENCY_SAMPLES
-    lo, lt = latencies(samples)
+    lo, lt, lf = latencies(samples)
     q = percentile
     print(
         f"post->start latency  : taskrunner p50 {q(lo, 0.5):6.1f} us p99 {q(lo, 0.99):6.1f} us   "
         f"TPE p50 {q(lt, 0.5):6.1f} us p99 {q(lt, 0.99):6.1f} us  (goal p50 <= 15, p99 <= 50)"
     )
+    print(f"  floor (_floor.py)  : bare pool  p50 {q(lf, 0.5):6.1f} us p99 {q(lf, 0.99):6.1f} us")
 
     dn = 10_000 if args.quick else 100_000
     d = delayed(dn, 2.0)

@@ -83,6 +83,14 @@ SUBJECTS: dict[str, str] = {
         "    runner.wait_idle()\n"
         "    runner.shutdown()\n"
     ),
+    # The least a pool on the same C heap can do per task (see bench/_floor.py).
+    "floor": _PRELUDE
+    + (
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "import taskrunner  # the same imports as the other subjects\n"
+        "import _floor\n"
+        "_floor.run(n, noop)\n"
+    ),
     "queue": _PRELUDE
     + (
         "import queue, threading\n"
