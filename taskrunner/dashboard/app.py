@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from importlib import resources
@@ -123,6 +124,15 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
+# Guards the building of URL maps.  werkzeug compiles each rule with ast.parse
+# and compile(), and CPython 3.11 keeps the AST converter's recursion depth in
+# state shared by every thread: two dashboards built at once on two threads
+# failed once in this project's tests with "SystemError: AST constructor
+# recursion depth mismatch" (python/cpython#106905).  Built one at a time,
+# they cannot interleave there.
+_ROUTING_LOCK = threading.Lock()
+
+
 class DashboardApp:
     """The WSGI application over ``store`` (see the module docstring).
 
@@ -178,7 +188,12 @@ class DashboardApp:
             for f in static.iterdir()
             if f.name.endswith(tuple(_STATIC_TYPES))
         }
-        self._urls = Map(
+        with _ROUTING_LOCK:
+            self._urls = self._url_map()
+
+    @staticmethod
+    def _url_map() -> Map:
+        return Map(
             [
                 Rule("/", endpoint="overview", methods=["GET"]),
                 Rule("/live/overview", endpoint="overview_live", methods=["GET"]),
