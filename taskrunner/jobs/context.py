@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from taskrunner.jobs.errors import JobCancelled, JobTimeout
 from taskrunner.jobs.queues import DEFAULT_QUEUE
+from taskrunner.runtime.waits import check_wait_timeout
 
 __all__ = ["CancelToken", "JobContext"]
 
@@ -78,7 +79,7 @@ class CancelToken:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until cancelled or ``timeout`` passed; True if cancelled."""
-        return self._event.wait(timeout)
+        return self._event.wait(check_wait_timeout(timeout))
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`JobTimeout` (timeout, deadline) or :class:`JobCancelled`."""

@@ -68,7 +68,7 @@ from typing import Any
 from taskrunner.errors import RunnerClosedError
 from taskrunner.jobs import context as ctxmod
 from taskrunner.jobs import unique
-from taskrunner.jobs.building import JobBuilding
+from taskrunner.jobs.building import JobBuilding, check_epoch
 from taskrunner.jobs.context import CancelToken
 from taskrunner.jobs.errors import DuplicateJobError, JobCancelled
 from taskrunner.jobs.handles import (
@@ -90,9 +90,11 @@ from taskrunner.jobs.scheduling import Scheduling
 from taskrunner.jobs.states import JobState
 from taskrunner.jobs.stores.store import BatchCompletion, JobPage, JobStore
 from taskrunner.runtime.pool import ThreadPool
+from taskrunner.runtime.pool.checks import shutdown_timeout
 from taskrunner.runtime.runner import TaskRunner
 from taskrunner.runtime.runners.sequenced import SequencedTaskRunner
 from taskrunner.runtime.traits import TaskPriority, TaskTraits
+from taskrunner.runtime.waits import check_wait_timeout
 
 __all__ = [
     "JSONSerializer",
@@ -281,6 +283,7 @@ class JobManager(Registry, QueueMixin, Scheduling, JobBuilding):
         shutdown is left RUNNING in the store, unrenewed: the next start (here
         or in another process) recovers it after its lease.  Pending writes are
         flushed before the IO layer stops."""
+        timeout = shutdown_timeout(timeout)
         with self._lock:
             if not self._accepting:
                 return 0
@@ -374,6 +377,13 @@ class JobManager(Registry, QueueMixin, Scheduling, JobBuilding):
                 f"store_timeout must be a number of seconds > 0, got {store_timeout!r}"
             )
         on_duplicate = unique.check_on_duplicate(on_duplicate)
+        # Checked before anything is stored: _track uses them after the write.
+        if deadline is not None:
+            deadline = check_epoch("deadline", deadline)
+        if cancel_token is not None and not isinstance(cancel_token, CancelToken):
+            raise TypeError(
+                f"cancel_token must be a CancelToken or None, not {type(cancel_token).__name__}"
+            )
         spec = JobSpec(
             job_type,
             args,
@@ -448,6 +458,7 @@ class JobManager(Registry, QueueMixin, Scheduling, JobBuilding):
         Raises :class:`JobFailedError` or :class:`JobCancelled` for a job that
         failed or was cancelled, ``TimeoutError`` when ``timeout`` runs out.
         Works for jobs finished by another process too (it polls the store)."""
+        timeout = check_wait_timeout(timeout)
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.get(job_id)

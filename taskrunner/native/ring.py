@@ -64,6 +64,9 @@ _new = ffi.new
 _unpack = ffi.unpack
 
 _FIRST_BATCH = 64
+#: The largest ring: 2**32 slots of 16 bytes (64 GiB) is past any machine this
+#: runs on; a larger request is a mistake, refused before the C allocation.
+MAX_CAPACITY = 1 << 32
 
 
 class _Scratch(threading.local):
@@ -113,6 +116,8 @@ class RingBuffer:
             raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
         if capacity < 2 or capacity & (capacity - 1):
             raise ValueError(f"capacity must be a power of two >= 2, got {capacity}")
+        if capacity > MAX_CAPACITY:
+            raise ValueError(f"capacity must be <= {MAX_CAPACITY}, got {capacity}")
         out = _new("tr_ring **")
         check(lib.tr_ring_new(capacity, out), "RingBuffer")
         self._r = ffi.gc(out[0], lib.tr_ring_free)

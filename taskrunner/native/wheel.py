@@ -46,6 +46,8 @@ __all__ = ["TimingWheel"]
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
+#: The most timers one ``advance`` call hands back (the size of its result buffers).
+MAX_BATCH = 1 << 20
 
 _new = lib.tr_wheel_new
 _free = lib.tr_wheel_free
@@ -112,16 +114,18 @@ class TimingWheel:
 
     def __init__(self, tick: float = 0.001, *, start_ns: int | None = None, batch: int = 1024):
         tick = _seconds(tick, "tick")
+        if tick * 1e9 > INT64_MAX:
+            raise ValueError(f"tick is too long: {tick!r} s")
         tick_ns = round(tick * 1e9)
         if tick_ns < 1:
             raise ValueError(f"tick must be at least 1 ns, got {tick!r} s")
-        if tick_ns > INT64_MAX:
-            raise ValueError(f"tick is too long: {tick!r} s")
         start = time.monotonic_ns() if start_ns is None else _int64(start_ns, "start_ns")
         if isinstance(batch, bool) or not isinstance(batch, int):
             raise TypeError(f"batch must be an int, not {type(batch).__name__}")
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        if batch > MAX_BATCH:
+            raise ValueError(f"batch must be <= {MAX_BATCH}, got {batch}")
         out = ffi.new("tr_wheel **")
         check(_new(tick_ns, start, out), "TimingWheel")
         self._w = ffi.gc(out[0], _free)

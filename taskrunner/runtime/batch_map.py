@@ -56,6 +56,7 @@ from taskrunner.errors import RunnerClosedError
 from taskrunner.runtime.future_call import NotRunHook
 from taskrunner.runtime.task import FINISHED_STATES, describe
 from taskrunner.runtime.traits import DEFAULT_TRAITS, TaskTraits
+from taskrunner.runtime.waits import check_wait_timeout
 
 if TYPE_CHECKING:
     from taskrunner.runtime.runner import TaskRunner
@@ -166,12 +167,8 @@ def map_calls(
     name: str | None,
 ) -> Iterator[Any]:
     """See the module docstring; ``runner.map`` is the public entry."""
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-        end_time: float | None = time.monotonic() + timeout
-    else:
-        end_time = None
+    timeout = check_wait_timeout(timeout)
+    end_time = None if timeout is None else time.monotonic() + timeout
     if not callable(fn):
         raise TypeError(f"map: fn must be callable, not {type(fn).__name__}")
     _check_chunksize(chunksize)

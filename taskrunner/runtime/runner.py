@@ -24,6 +24,7 @@ from taskrunner.runtime.batch_map import MapMixin
 from taskrunner.runtime.executor import RunnerExecutor
 from taskrunner.runtime.future_call import FutureCall
 from taskrunner.runtime.traits import DEFAULT_TRAITS, TaskTraits
+from taskrunner.runtime.waits import check_wait_timeout
 
 if TYPE_CHECKING:
     from taskrunner.runtime.repeating import RepeatingMode, RepeatingTaskHandle
@@ -89,6 +90,18 @@ def _set_current(runner: TaskRunner | None) -> TaskRunner | None:
     return previous
 
 
+def check_runner_name(name: object, default: str) -> str:
+    """A runner's or pool's ``name`` argument: ``default`` for None, else it must
+    be a non-empty str (the rule of the :attr:`TaskRunner.name` setter)."""
+    if name is None:
+        return default
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+    if not name:
+        raise ValueError("name must not be empty")
+    return name
+
+
 class TaskRunner(MapMixin, abc.ABC):
     """Where tasks are posted.  Every method may be called from any thread.
 
@@ -109,10 +122,9 @@ class TaskRunner(MapMixin, abc.ABC):
 
     @name.setter
     def name(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError(f"name must be a str, not {type(value).__name__}")
-        if not value:
-            raise ValueError("name must not be empty")
+        if value is None:
+            raise TypeError("name must be a str, not NoneType")
+        value = check_runner_name(value, "")
         with _META_LOCK:
             old, self._name = self._name, value
         if old != value:
@@ -236,7 +248,7 @@ class TaskRunner(MapMixin, abc.ABC):
         the report ``shutdown()`` returns for that).  Do not call it from one
         of this runner's own tasks on a sequenced or single-thread runner
         without a timeout: nothing else may ever shut it down."""
-        return self._shutdown_signal().wait(timeout)
+        return self._shutdown_signal().wait(check_wait_timeout(timeout))
 
     def _shutdown_signal(self) -> threading.Event:
         """The event :meth:`wait_shutdown` waits on, created on first use

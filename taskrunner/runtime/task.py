@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from taskrunner.runtime.future_call import NotRunHook
 from taskrunner.runtime.traits import TaskTraits
+from taskrunner.runtime.waits import check_wait_timeout
 
 if TYPE_CHECKING:
     from taskrunner.runtime.runner import TaskRunner
@@ -108,6 +109,8 @@ class Task:
         name: str | None,
         runner: TaskRunner,
     ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         self.token = token
         self.fn: Callable[..., Any] | None = fn
         self.args = args
@@ -152,7 +155,9 @@ class Task:
         return self.state in FINISHED_STATES
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the task finished; False if ``timeout`` ran out first."""
+        """Block until the task finished; False if ``timeout`` ran out first
+        (seconds; None waits for as long as it takes, see taskrunner.runtime.waits)."""
+        timeout = check_wait_timeout(timeout)
         if self.state in FINISHED_STATES:
             return True
         with _EVENT_LOCK:

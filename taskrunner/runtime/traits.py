@@ -65,6 +65,8 @@ class TaskTraits:
             raise TypeError(f"may_block must be a bool, not {type(self.may_block).__name__}")
         if self.category is not None and not isinstance(self.category, str):
             raise TypeError(f"category must be a str or None, not {type(self.category).__name__}")
+        if self.category == "":
+            raise ValueError("category must not be empty (None means no category)")
         if not isinstance(self.shutdown_behavior, ShutdownBehavior):
             raise TypeError(
                 "shutdown_behavior must be a ShutdownBehavior, "

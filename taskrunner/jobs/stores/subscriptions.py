@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from taskrunner.errors import ClosedError
+from taskrunner.runtime.waits import check_wait_timeout
 
 __all__ = ["Deliver", "StoreListener", "Subscriptions"]
 
@@ -83,6 +84,7 @@ class Subscriptions:
     def wait_listening(self, timeout: float | None = None) -> bool:
         """True once the listener is in place; False after ``timeout``, or if
         nobody is subscribed."""
+        timeout = check_wait_timeout(timeout)
         with self._lock:
             listener = self._listener
         return listener is not None and listener.listening.wait(timeout)

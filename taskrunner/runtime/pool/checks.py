@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 
 # Longest delay accepted (about 292 years in ns fits int64).
 MAX_DELAY = 9.2e9
@@ -20,6 +21,22 @@ def check_int(what: str, value: object, minimum: int, maximum: int | None = None
         raise ValueError(f"{what} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{what} must be <= {maximum}, got {value}")
+
+
+def check_category_limits(limits: object) -> dict[str, int]:
+    """A pool's ``category_limits``: a dict (or other mapping) from a non-empty
+    category name to the most tasks of it that may run at once (>= 1)."""
+    if limits is None:
+        return {}
+    if not isinstance(limits, Mapping):
+        raise TypeError(f"category_limits must be a dict or None, not {type(limits).__name__}")
+    checked: dict[str, int] = {}
+    for category, limit in limits.items():
+        if not isinstance(category, str) or not category:
+            raise TypeError(f"category_limits keys must be non-empty str, not {category!r}")
+        check_int(f"category_limits[{category!r}]", limit, 1)
+        checked[category] = limit
+    return checked
 
 
 def check_seconds(what: str, value: object) -> None:

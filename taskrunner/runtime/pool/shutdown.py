@@ -55,6 +55,7 @@ from taskrunner.runtime.task import (
     Task,
 )
 from taskrunner.runtime.traits import ShutdownBehavior
+from taskrunner.runtime.waits import check_wait_timeout
 
 _remove = lib.tr_heap_remove
 _BLOCK = ShutdownBehavior.BLOCK_SHUTDOWN
@@ -97,6 +98,7 @@ class PoolShutdown(PoolState):
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is queued or running in either group (delayed
         tasks not yet due do not count).  False if ``timeout`` ran out."""
+        timeout = check_wait_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for group in (self._cpu, self._blocking):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -111,6 +113,7 @@ class PoolShutdown(PoolState):
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every task posted before this call has finished
         (delayed tasks not yet due excepted).  False if ``timeout`` ran out."""
+        timeout = check_wait_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for task in self._earlier_tasks():
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -42,6 +42,7 @@ from taskrunner.runtime.metrics import (
 from taskrunner.runtime.pool.batch_post import post_tasks
 from taskrunner.runtime.pool.batch_watch import BatchWatch
 from taskrunner.runtime.pool.checks import (
+    check_category_limits,
     check_int,
     check_seconds,
     seconds_ns,
@@ -57,7 +58,7 @@ from taskrunner.runtime.pool.shutdown import (
 from taskrunner.runtime.pool.state import INTERNAL, ErrorHandler, next_token
 from taskrunner.runtime.pool.workers import HOLD_NS, WorkerGroup, WorkerLoop
 from taskrunner.runtime.rejections import PoolRejectionCallback
-from taskrunner.runtime.runner import TaskRunner
+from taskrunner.runtime.runner import TaskRunner, check_runner_name
 from taskrunner.runtime.task import (
     CANCELLED,
     DROPPED,
@@ -133,12 +134,14 @@ class ThreadPool(PoolShutdown, WorkerLoop, DelayedPosting, PoolObservability, Ta
         on_rejected: PoolRejectionCallback | None = None,
         start: bool = True,
     ) -> None:
+        name = check_runner_name(name, "pool")
         if workers is None:
             workers = min(MAX_WORKERS, max(2, os.cpu_count() or 2))
         check_int("workers", workers, 1, MAX_WORKERS)
         check_int("max_blocking_workers", max_blocking_workers, 1, MAX_WORKERS)
         check_int("best_effort_limit", best_effort_limit, 0)
         check_int("batch_size", batch_size, 1, _BATCH_MAX)
+        limits = check_category_limits(category_limits)
         check_seconds("blocking_idle_timeout", blocking_idle_timeout)
         tick_ns = seconds_ns("tick", tick)
         leeway_ns = seconds_ns("leeway", leeway)
@@ -214,8 +217,7 @@ class ThreadPool(PoolShutdown, WorkerLoop, DelayedPosting, PoolObservability, Ta
         self._wheel = self._delays._w
         self._now = self._clock.now_ns
         self._gates: dict[str, CategoryGate] = {}
-        for category, limit in (category_limits or {}).items():
-            check_int(f"category_limits[{category!r}]", limit, 1)
+        for category, limit in limits.items():
             self._gates[category] = CategoryGate(self, category, limit)
         # Guards the lifecycle fields below (_started, _closed, _report).
         self._lifecycle = threading.Lock()

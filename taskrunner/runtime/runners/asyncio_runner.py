@@ -49,10 +49,11 @@ from taskrunner.errors import RunnerClosedError
 from taskrunner.runtime.metrics import DROPPED as M_DROPPED
 from taskrunner.runtime.metrics import RunnerGauges
 from taskrunner.runtime.pool import ShutdownReport, ThreadPool
-from taskrunner.runtime.runner import _set_current
+from taskrunner.runtime.runner import _set_current, check_runner_name
 from taskrunner.runtime.runners.pool_backed import PoolBackedRunner
 from taskrunner.runtime.task import DROPPED, Task
 from taskrunner.runtime.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
+from taskrunner.runtime.waits import check_wait_timeout
 
 Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
@@ -88,7 +89,7 @@ class AsyncioTaskRunner(PoolBackedRunner):
             raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
             raise ValueError(f"budget must be a number of seconds >= 0, got {budget!r}")
-        self._name = name or f"AsyncioTaskRunner-{id(self):x}"
+        self._name = check_runner_name(name, f"AsyncioTaskRunner-{id(self):x}")
         self._owns_pool = pool is None
         self._pool = pool if pool is not None else ThreadPool(1, name=f"{self._name}-timers")
         self._loop = loop
@@ -214,6 +215,7 @@ class AsyncioTaskRunner(PoolBackedRunner):
         tasks run right here, since the loop cannot run them while we wait;
         inside one of its tasks that would mean waiting for itself:
         RuntimeError."""
+        timeout = check_wait_timeout(timeout)
         if self._on_loop_thread():
             with self._lock:
                 inside = self._running is not None

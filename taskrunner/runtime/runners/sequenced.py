@@ -25,6 +25,7 @@ the tasks before it (whichever pool thread runs it).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -35,10 +36,11 @@ from taskrunner.runtime.metrics import DROPPED as M_DROPPED
 from taskrunner.runtime.metrics import RunnerGauges
 from taskrunner.runtime.pool import SHUTDOWN_GRACE, ShutdownReport, ThreadPool
 from taskrunner.runtime.pool.checks import check_int, shutdown_timeout, time_left
-from taskrunner.runtime.runner import _set_current, current_task_runner_or_none
+from taskrunner.runtime.runner import _set_current, check_runner_name, current_task_runner_or_none
 from taskrunner.runtime.runners.pool_backed import PoolBackedRunner
 from taskrunner.runtime.task import DROPPED, Task
 from taskrunner.runtime.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
+from taskrunner.runtime.waits import check_wait_timeout
 
 Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
@@ -62,7 +64,12 @@ class _SlotRunner(PoolBackedRunner):
         check_int("max_concurrency", max_concurrency, 1)
         if type(traits) is not TaskTraits:
             raise TypeError(f"traits must be TaskTraits, not {type(traits).__name__}")
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0:
+        if (
+            isinstance(budget, bool)
+            or not isinstance(budget, (int, float))
+            or math.isnan(budget)
+            or budget < 0
+        ):
             raise ValueError(f"budget must be a number of seconds >= 0, got {budget!r}")
         self._pool = pool
         self._max = max_concurrency
@@ -75,7 +82,7 @@ class _SlotRunner(PoolBackedRunner):
             category=traits.category,
             shutdown_behavior=_BLOCK,
         )
-        self._name = name or f"{type(self).__name__}-{id(self):x}"
+        self._name = check_runner_name(name, f"{type(self).__name__}-{id(self):x}")
         self._budget = budget
         # Guards _queue, _active, _running, _closed and the counters; _idle
         # is signalled when the runner becomes idle.
@@ -167,6 +174,7 @@ class _SlotRunner(PoolBackedRunner):
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until none of this runner's tasks is queued or running."""
+        timeout = check_wait_timeout(timeout)
         with self._lock:
             return self._idle.wait_for(lambda: self._active == 0 and not self._queue, timeout)
 
@@ -179,6 +187,7 @@ class _SlotRunner(PoolBackedRunner):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every task posted here before the call has finished."""
+        timeout = check_wait_timeout(timeout)
         with self._lock:
             earlier = list(self._queue) + list(self._running)
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -42,16 +42,18 @@ from typing import Any, TypeVarTuple
 
 from taskrunner.errors import QueueFullError, RunnerClosedError
 from taskrunner.native.binding import CLOSED, OK, check, ffi, lib, timeout_ns
+from taskrunner.native.ring import MAX_CAPACITY
 from taskrunner.runtime.metrics import DROPPED as M_DROPPED
 from taskrunner.runtime.metrics import REJECTED as M_REJECTED
 from taskrunner.runtime.metrics import RunnerGauges
 from taskrunner.runtime.pool import SHUTDOWN_GRACE, ShutdownReport, ThreadPool
 from taskrunner.runtime.pool.checks import check_int, shutdown_timeout, time_left
 from taskrunner.runtime.pool.state import next_token
-from taskrunner.runtime.runner import _set_current
+from taskrunner.runtime.runner import _set_current, check_runner_name
 from taskrunner.runtime.runners.pool_backed import PoolBackedRunner
 from taskrunner.runtime.task import DROPPED, FAILED, RUNNING, SUCCEEDED, Task
 from taskrunner.runtime.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
+from taskrunner.runtime.waits import check_wait_timeout
 
 Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
@@ -114,7 +116,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
     ) -> None:
         if pool is not None and not isinstance(pool, ThreadPool):
             raise TypeError(f"pool must be a ThreadPool or None, not {type(pool).__name__}")
-        check_int("capacity", capacity, 2)
+        check_int("capacity", capacity, 2, MAX_CAPACITY)
         if capacity & (capacity - 1):
             raise ValueError(f"capacity must be a power of two, got {capacity}")
         if not isinstance(policy, QueuePolicy):
@@ -127,7 +129,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         self._policy = policy
         self._on_rejected = on_rejected
         self._traits = traits
-        self._name = name or f"SingleThreadTaskRunner-{id(self):x}"
+        self._name = check_runner_name(name, f"SingleThreadTaskRunner-{id(self):x}")
         self._owns_pool = pool is None
         if pool is None:
             # Standalone: the pool's workers never start; only its timer runs.
@@ -379,6 +381,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until the queue is empty and the thread is between tasks."""
+        timeout = check_wait_timeout(timeout)
         with self._lock:
             ring = self._ring
             return bool(self._idle.wait_for(lambda: self._processed == _pushed(ring), timeout))

@@ -1,0 +1,257 @@
+"""Bad arguments fail at the call with an exception that names them.
+
+Every public wait checks its ``timeout`` the same way (taskrunner.runtime.waits),
+and the sizes and names a post or a constructor takes are checked before
+anything is allocated or queued."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from taskrunner import (
+    ParallelTaskRunner,
+    SequencedTaskRunner,
+    SingleThreadTaskRunner,
+    TaskTraits,
+    ThreadPool,
+)
+from taskrunner.jobs import JobContext, JobManager, MemoryJobStore
+from taskrunner.native.ring import RingBuffer
+from taskrunner.native.wheel import TimingWheel
+from taskrunner.runtime.waits import check_wait_timeout
+
+
+def noop(*args: Any) -> None:
+    pass
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPool]:
+    p = ThreadPool(2, name="checks")
+    yield p
+    p.shutdown(timeout=10)
+
+
+def _waits(pool: ThreadPool) -> dict[str, Callable[[Any], object]]:
+    seq = SequencedTaskRunner(pool)
+    par = ParallelTaskRunner(pool, 2)
+    single = SingleThreadTaskRunner(pool)
+    task = pool.post_task(noop)
+    return {
+        "pool.wait_idle": pool.wait_idle,
+        "pool.flush": pool.flush,
+        "pool.wait_shutdown": pool.wait_shutdown,
+        "sequenced.wait_idle": seq.wait_idle,
+        "sequenced.flush": seq.flush,
+        "parallel.flush": par.flush,
+        "single_thread.wait_idle": single.wait_idle,
+        "single_thread.flush": single.flush,
+        "task.wait": task.wait,
+        "map": lambda t: list(pool.map(noop, range(3), timeout=t)),
+    }
+
+
+WAIT_NAMES = [
+    "pool.wait_idle",
+    "pool.flush",
+    "pool.wait_shutdown",
+    "sequenced.wait_idle",
+    "sequenced.flush",
+    "parallel.flush",
+    "single_thread.wait_idle",
+    "single_thread.flush",
+    "task.wait",
+    "map",
+]
+
+
+@pytest.mark.parametrize("name", WAIT_NAMES)
+@pytest.mark.parametrize(
+    ("bad", "error", "words"),
+    [
+        ("1", TypeError, "timeout must be a number of seconds or None, not str"),
+        (True, TypeError, "timeout must be a number of seconds or None, not bool"),
+        ([1], TypeError, "not list"),
+        (math.nan, ValueError, "timeout must not be NaN"),
+    ],
+)
+def test_every_public_wait_refuses_a_bad_timeout(
+    pool: ThreadPool, name: str, bad: object, error: type[Exception], words: str
+) -> None:
+    wait = _waits(pool)[name]
+    with pytest.raises(error, match=words):
+        wait(bad)
+
+
+@pytest.mark.parametrize("name", WAIT_NAMES)
+def test_a_negative_or_infinite_timeout_is_a_look_or_no_limit(pool: ThreadPool, name: str) -> None:
+    wait = _waits(pool)[name]
+    pool.wait_idle(10)
+    t0 = time.monotonic()
+    if name == "map":  # as Executor.map: a result not ready at once times out
+        with contextlib.suppress(TimeoutError):
+            wait(-1.0)
+    else:
+        wait(-1.0)  # looks, never blocks
+    if name == "pool.wait_shutdown":  # nothing shuts it down: only a look here
+        assert wait(-math.inf) is False
+    else:
+        wait(math.inf)  # no limit: everything here finishes at once
+    assert time.monotonic() - t0 < 5
+
+
+def test_job_waits_refuse_a_bad_timeout(pool: ThreadPool) -> None:
+    manager = JobManager(MemoryJobStore(), pool, poll_interval=0.05)
+
+    @manager.handler("echo")
+    def echo(ctx: JobContext, args: Any) -> Any:
+        return args
+
+    manager.start()
+    try:
+        handle = manager.submit("echo", 1)
+        assert handle.result(10) == 1
+        for bad, error in (("1", TypeError), (math.nan, ValueError), (True, TypeError)):
+            with pytest.raises(error, match="timeout"):
+                handle.result(bad)
+            with pytest.raises(error, match="timeout"):
+                manager.result(handle.id, bad)
+        with pytest.raises(TypeError, match="timeout"):
+            manager.shutdown(timeout="soon")  # type: ignore[arg-type]
+    finally:
+        manager.shutdown(timeout=10)
+
+
+def test_wait_timeout_rule() -> None:
+    assert check_wait_timeout(None) is None
+    assert check_wait_timeout(math.inf) is None
+    assert check_wait_timeout(-math.inf) == 0.0
+    assert check_wait_timeout(-3) == 0.0
+    assert check_wait_timeout(2) == 2.0 and isinstance(check_wait_timeout(2), float)
+    with pytest.raises(ValueError, match="deadline must not be NaN"):
+        check_wait_timeout(math.nan, "deadline")
+
+
+@pytest.mark.parametrize("name", [5, b"x", object()])
+def test_a_task_name_must_be_a_str(pool: ThreadPool, name: object) -> None:
+    seq = SequencedTaskRunner(pool)
+    posts: list[Callable[[], object]] = [
+        lambda: pool.post_task(noop, name=name),  # type: ignore[arg-type]
+        lambda: pool.post_tasks(noop, [(), ()], name=name),  # type: ignore[arg-type]
+        lambda: pool.post_delayed_task(noop, 0.5, name=name),  # type: ignore[arg-type]
+        lambda: seq.post_task(noop, name=name),  # type: ignore[arg-type]
+        lambda: list(pool.map(noop, range(2), name=name)),  # type: ignore[arg-type]
+    ]
+    for post in posts:
+        with pytest.raises(TypeError, match="name must be a str or None"):
+            post()
+    assert pool.wait_idle(10)
+    stats = pool.stats()  # nothing was queued, scheduled or run on the way
+    assert (stats["queued_total"], stats["delayed_pending"], stats["completed"]) == (0, 0, 0)
+
+
+def test_an_empty_category_is_refused() -> None:
+    with pytest.raises(ValueError, match="category must not be empty"):
+        TaskTraits(category="")
+
+
+@pytest.mark.parametrize("capacity", [2**70, 2**64, 2**40])
+def test_a_capacity_too_large_names_the_limit(pool: ThreadPool, capacity: int) -> None:
+    with pytest.raises(ValueError, match="capacity must be <= "):
+        SingleThreadTaskRunner(pool, capacity=capacity)
+    with pytest.raises(ValueError, match="capacity must be <= "):
+        RingBuffer(capacity)
+
+
+def test_timing_wheel_sizes_name_their_limits() -> None:
+    with pytest.raises(ValueError, match="tick is too long"):
+        TimingWheel(tick=1e300)
+    with pytest.raises(ValueError, match="batch must be <= "):
+        TimingWheel(batch=2**70)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"deadline": "tomorrow"}, TypeError, "deadline must be epoch seconds"),
+        ({"deadline": True}, TypeError, "deadline must be epoch seconds"),
+        ({"deadline": math.nan}, ValueError, "deadline must be finite"),
+        ({"deadline": math.inf}, ValueError, "deadline must be finite"),
+        ({"deadline": 1e300}, ValueError, "deadline must be within"),
+        ({"run_at": "now"}, TypeError, "run_at must be epoch seconds"),
+        ({"run_at": math.nan}, ValueError, "run_at must be finite"),
+        ({"run_at": -math.inf}, ValueError, "run_at must be finite"),
+        ({"run_at": 1e300}, ValueError, "run_at must be within"),
+        ({"cancel_token": 5}, TypeError, "cancel_token must be a CancelToken or None"),
+    ],
+)
+def test_a_bad_submit_argument_stores_nothing(
+    pool: ThreadPool, kwargs: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    store = MemoryJobStore()
+    manager = JobManager(store, pool, poll_interval=0.05)
+    ran: list[Any] = []
+
+    @manager.handler("record")
+    def record(ctx: JobContext, args: Any) -> None:
+        ran.append(args)
+
+    manager.start()
+    try:
+        with pytest.raises(error, match=words):
+            manager.submit("record", "bad", **kwargs)
+        # Nothing was stored, so nothing ever runs: a good job submitted after
+        # it runs alone.
+        assert manager.submit("record", "good").result(10) is None
+        time.sleep(0.2)  # a stray stored job would be claimed by the 50 ms poll
+        assert ran == ["good"]
+        assert len(store.list_jobs().jobs) == 1
+    finally:
+        manager.shutdown(timeout=10)
+
+
+@pytest.mark.parametrize("name", [5, b"pool", ""])
+def test_pool_and_runner_names_are_non_empty_str(pool: ThreadPool, name: object) -> None:
+    error = ValueError if name == "" else TypeError
+    makers: list[Callable[[], object]] = [
+        lambda: ThreadPool(1, name=name),  # type: ignore[arg-type]
+        lambda: SequencedTaskRunner(pool, name=name),  # type: ignore[arg-type]
+        lambda: ParallelTaskRunner(pool, 2, name=name),  # type: ignore[arg-type]
+        lambda: SingleThreadTaskRunner(pool, name=name),  # type: ignore[arg-type]
+    ]
+    for make in makers:
+        with pytest.raises(error, match="name must"):
+            make()
+
+
+@pytest.mark.thread_unsafe(reason="counts the process's threads")
+@pytest.mark.parametrize(
+    ("limits", "error", "words"),
+    [
+        ([("io", 1)], TypeError, "category_limits must be a dict"),
+        ({5: 1}, TypeError, "category_limits keys must be non-empty str"),
+        ({"": 1}, TypeError, "category_limits keys must be non-empty str"),
+        ({"io": 0}, ValueError, r"category_limits\['io'\] must be >= 1"),
+        ({"io": 1.5}, TypeError, r"category_limits\['io'\] must be an int"),
+    ],
+)
+def test_category_limits_are_checked_before_any_thread_starts(
+    limits: object, error: type[Exception], words: str
+) -> None:
+    before = threading.active_count()
+    with pytest.raises(error, match=words):
+        ThreadPool(1, category_limits=limits)  # type: ignore[arg-type]
+    assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("budget", [math.nan, -1, "1"])
+def test_a_sequenced_budget_must_be_seconds(pool: ThreadPool, budget: object) -> None:
+    with pytest.raises(ValueError, match="budget must be a number of seconds"):
+        SequencedTaskRunner(pool, budget=budget)  # type: ignore[arg-type]
