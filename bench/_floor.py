@@ -26,6 +26,8 @@ from contextvars import Context, copy_context
 from itertools import count
 from typing import Any
 
+from _harness import idle_start_latency
+
 from taskrunner.native.binding import OK, ffi, lib
 
 _BATCH = 32
@@ -107,25 +109,9 @@ def run(n: int, fn: Callable[[], Any] = noop) -> float:
 
 def latency(samples: int) -> list[float]:
     """Post -> start on an idle floor pool in microseconds, measured as
-    bench_pool's ``ours_latency`` measures ``ThreadPool``."""
-    out: list[float] = []
-    started = threading.Event()
-    t_start = [0]
-
-    def probe() -> None:
-        t_start[0] = time.perf_counter_ns()
-        started.set()
-
+    bench_pool measures ``ThreadPool`` (``_harness.idle_start_latency``)."""
     pool = FloorPool()
     try:
-        for _ in range(samples):
-            pool.wait_idle()
-            time.sleep(0.0002)  # let the workers go back to sleep
-            started.clear()
-            t0 = time.perf_counter_ns()
-            pool.post(probe)
-            started.wait()
-            out.append((t_start[0] - t0) / 1000)
+        return idle_start_latency(pool.post, pool.wait_idle, samples)
     finally:
         pool.close()
-    return out

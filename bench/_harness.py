@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import statistics
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -115,3 +117,28 @@ def gil_enabled() -> bool:
 def banner(what: str) -> str:
     """The first line of a script's output: the interpreter, the GIL, what runs."""
     return f"python {sys.version.split()[0]}, gil={'on' if gil_enabled() else 'off'}, {what}"
+
+
+def idle_start_latency(
+    post: Callable[[Callable[[], None]], object], wait_idle: Callable[[], object], samples: int
+) -> list[float]:
+    """Post -> start on an idle pool, in microseconds, ``samples`` times (issue 16's
+    method): wait until idle, sleep 200 us so the workers go back to sleep, then
+    time from before ``post(probe)`` to the probe's first line."""
+    out: list[float] = []
+    started = threading.Event()
+    t_start = [0]
+
+    def probe() -> None:
+        t_start[0] = time.perf_counter_ns()
+        started.set()
+
+    for _ in range(samples):
+        wait_idle()
+        time.sleep(0.0002)
+        started.clear()
+        t0 = time.perf_counter_ns()
+        post(probe)
+        started.wait()
+        out.append((t_start[0] - t0) / 1000)
+    return out

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import _floor
-from _harness import Row, alternate2, gil_enabled, percentile
+from _harness import Row, alternate2, gil_enabled, idle_start_latency, percentile
 
 from taskrunner import TaskPriority, TaskTraits, ThreadPool
 
@@ -211,24 +211,8 @@ LATENCY_SAMPLES = 9000
 
 
 def ours_latency(samples: int) -> list[float]:
-    out: list[float] = []
-    started = threading.Event()
-    t_start = [0]
-
-    def probe() -> None:
-        t_start[0] = time.perf_counter_ns()
-        started.set()
-
     with ThreadPool(2, name="bench") as pool:
-        for _ in range(samples):
-            pool.wait_idle()
-            time.sleep(0.0002)  # let the workers go back to sleep
-            started.clear()
-            t0 = time.perf_counter_ns()
-            pool.post_task(probe)
-            started.wait()
-            out.append((t_start[0] - t0) / 1000)
-    return out
+        return idle_start_latency(pool.post_task, pool.wait_idle, samples)
 
 
 def latencies(samples: int) -> tuple[list[float], list[float], list[float]]:

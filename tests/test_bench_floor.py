@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import contextvars
-import importlib.util
-import sys
 import threading
-from pathlib import Path
-from types import ModuleType
 
-FLOOR = Path(__file__).resolve().parent.parent / "bench" / "_floor.py"
+from bench_loader import load_bench_module
 
-
-def _floor() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_floor_under_test", FLOOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-floor = _floor()
+floor = load_bench_module("_floor.py")
 
 
 def test_floor_pool_runs_every_task_once_in_the_posters_context() -> None:

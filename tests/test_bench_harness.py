@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+from bench_loader import BENCH, load_bench_module
 
-HARNESS = Path(__file__).resolve().parent.parent / "bench" / "_harness.py"
-
-
-def _harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_harness_under_test", HARNESS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-h = _harness()
+h = load_bench_module("_harness.py")
 
 
 def test_alternate_interleaves_the_sides_and_returns_medians() -> None:
@@ -69,7 +53,7 @@ def test_every_bench_script_imports_with_the_shared_harness() -> None:
     # such as huey may still make a script skip, never a missing _harness).
     from taskrunner.cli.bench_report import _load, discover
 
-    scripts = discover(HARNESS.parent)
+    scripts = discover(BENCH)
     assert "_harness" not in {p.stem for p in scripts}  # a helper, not a script
     for path in scripts:
         try:
