@@ -61,6 +61,8 @@ def tpe_one_poster(n: int) -> float:
 #: The floor (bench/_floor.py): a pool on the same C heap with none of the
 #: guarantees, the most any handle + claim + Python worker loop design can reach.
 FLOOR_ROW = "floor: bare pool on the C heap, 1 poster, 2 workers"
+#: The ~20 us work run on two plain threads with no pool: the ceiling of that row.
+WORK_ALONE_ROW = "~20 us Python work alone on 2 threads (no pool)"
 
 
 # ---- throughput: one batch post --------------------------------------------------------
@@ -108,6 +110,24 @@ def ours_work(n: int, loops: int) -> float:
         pool.wait_idle()
         elapsed = time.perf_counter() - t0
     return n / elapsed
+
+
+def work_alone(n: int, loops: int) -> float:
+    """The same ``n`` calls split over two plain threads, with no pool at all:
+    the most any two-worker pool can reach on this work (with the GIL the
+    threads take turns, without it they run in parallel)."""
+
+    def half(count: int) -> None:
+        for _ in range(count):
+            python_work(loops)
+
+    threads = [threading.Thread(target=half, args=(n // 2,)) for _ in range(2)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return 2 * (n // 2) / (time.perf_counter() - t0)
 
 
 def tpe_work(n: int, loops: int) -> float:
@@ -382,6 +402,8 @@ def report(quick: bool) -> Iterator[Row]:
     ours, peer = alternate2(lambda: ours_work(wn, loops), lambda: tpe_work(wn, loops), rounds)
     label = "~20 us Python work, 1 poster, 2 workers"
     yield (label, ours, "ThreadPoolExecutor(2)", peer, "tasks/s")
+    alone, peer = alternate2(lambda: work_alone(wn, loops), lambda: tpe_work(wn, loops), rounds)
+    yield (WORK_ALONE_ROW, alone, "ThreadPoolExecutor(2)", peer, "tasks/s")
     ours, peer = alternate2(lambda: ours_priorities(n), lambda: pq_priorities(n), rounds)
     yield ("mixed priorities, 2 workers", ours, "queue.PriorityQueue", peer, "tasks/s")
     samples = 300 if quick else LATENCY_SAMPLES
@@ -453,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"~20 us Python work   : taskrunner {ours:>10,.0f}/s  TPE(2) {peer:>9,.0f}/s  "
         f"ratio {ours / peer:5.1f}x  ({wn:,} tasks of {loops} loops; goal >= 3.5x)"
+    )
+    alone, peer = alternate2(lambda: work_alone(wn, loops), lambda: tpe_work(wn, loops), rounds)
+    print(
+        f"  the work alone     : 2 threads  {alone:>10,.0f}/s  TPE(2) {peer:>9,.0f}/s  "
+        f"ratio {alone / peer:5.1f}x  (no pool: the ceiling for this work)"
     )
     ours, peer = alternate2(lambda: ours_priorities(n), lambda: pq_priorities(n), rounds)
     print(
