@@ -180,16 +180,19 @@ def test_timing_wheel_sizes_name_their_limits() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "words"),
     [
-        ({"deadline": "tomorrow"}, TypeError, "deadline must be epoch seconds"),
-        ({"deadline": True}, TypeError, "deadline must be epoch seconds"),
+        ({"deadline": "tomorrow"}, TypeError, "deadline must be a number of seconds"),
+        ({"deadline": True}, TypeError, "deadline must be a number of seconds"),
         ({"deadline": math.nan}, ValueError, "deadline must be finite"),
         ({"deadline": math.inf}, ValueError, "deadline must be finite"),
         ({"deadline": 1e300}, ValueError, "deadline must be within"),
-        ({"run_at": "now"}, TypeError, "run_at must be epoch seconds"),
+        ({"run_at": "now"}, TypeError, "run_at must be a number of seconds"),
         ({"run_at": math.nan}, ValueError, "run_at must be finite"),
         ({"run_at": -math.inf}, ValueError, "run_at must be finite"),
         ({"run_at": 1e300}, ValueError, "run_at must be within"),
         ({"cancel_token": 5}, TypeError, "cancel_token must be a CancelToken or None"),
+        ({"delay": 1e300}, ValueError, "delay must be less than 9200000000 seconds"),
+        ({"timeout": 1e300}, ValueError, "timeout must be less than 9200000000 seconds"),
+        ({"unique_for": 1e300}, ValueError, "unique_for must be less than 9200000000 seconds"),
     ],
 )
 def test_a_bad_submit_argument_stores_nothing(
@@ -255,3 +258,36 @@ def test_category_limits_are_checked_before_any_thread_starts(
 def test_a_sequenced_budget_must_be_seconds(pool: ThreadPool, budget: object) -> None:
     with pytest.raises(ValueError, match="budget must be a number of seconds"):
         SequencedTaskRunner(pool, budget=budget)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"every": 1e300}, "every must be less than 9200000000 seconds"),
+        ({"every": 5, "misfire_grace": 1e300}, "misfire_grace must be less than"),
+        ({"every": 5, "timeout": 1e300}, "timeout must be less than"),
+        ({"every": 5, "start": 1e300}, "start must be within"),  # used to loop forever
+        ({"every": 5, "start": -1e300}, "start must be within"),
+    ],
+)
+def test_a_schedule_too_far_or_too_long_is_refused(
+    pool: ThreadPool, kwargs: dict[str, Any], words: str
+) -> None:
+    manager = JobManager(MemoryJobStore(), pool)
+
+    @manager.handler("tick")
+    def tick(ctx: JobContext, args: Any) -> None:
+        pass
+
+    with pytest.raises(ValueError, match=words):
+        manager.schedule("s", job_type="tick", **kwargs)
+    assert manager.schedules() == []
+    manager.shutdown(timeout=10)
+
+
+@pytest.mark.parametrize("field", ["initial_delay", "max_delay"])
+def test_a_retry_delay_too_long_is_refused(field: str) -> None:
+    from taskrunner.jobs import RetryPolicy
+
+    with pytest.raises(ValueError, match=f"RetryPolicy.{field} must be less than"):
+        RetryPolicy(**{field: 1e300})

@@ -16,30 +16,16 @@ from taskrunner.jobs import unique
 from taskrunner.jobs.errors import UnknownJobTypeError
 from taskrunner.jobs.handles import JobSpec, SerializationError
 from taskrunner.jobs.manager_core import ManagerCore
-from taskrunner.jobs.model import MAX_PRIORITY, MIN_PRIORITY, Job, new_job
+from taskrunner.jobs.model import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    Job,
+    check_below_max_duration,
+    check_time,
+    new_job,
+)
 
-__all__ = ["MAX_EPOCH", "JobBuilding", "check_epoch"]
-
-#: The largest run time or deadline, in seconds from the epoch (about the year
-#: 2261): the manager's clock keeps integer nanoseconds in 64 bits.
-MAX_EPOCH = 9.2e9
-
-
-def check_epoch(what: str, value: object) -> float:
-    """``value`` as epoch seconds: TypeError unless an int or float (a bool is
-    refused), ValueError unless finite and within :data:`MAX_EPOCH` of the epoch."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{what} must be epoch seconds (an int or float), not {type(value).__name__}"
-        )
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value}")
-    if not -MAX_EPOCH < value < MAX_EPOCH:
-        raise ValueError(
-            f"{what} must be within {MAX_EPOCH:.0f} seconds of the epoch (about the year "
-            f"2261), got {value}"
-        )
-    return float(value)
+__all__ = ["JobBuilding"]
 
 
 class JobBuilding(ManagerCore):
@@ -68,10 +54,11 @@ class JobBuilding(ManagerCore):
                 raise TypeError("delay must be a number of seconds")
             if not math.isfinite(spec.delay) or spec.delay < 0:
                 raise ValueError(f"delay must be a finite number >= 0, got {spec.delay}")
+            check_below_max_duration("delay", spec.delay)
             due_ns = now_ns + round(spec.delay * 1e9)
             due = self._epoch(due_ns)
         elif spec.run_at is not None:
-            due = check_epoch("run_at", spec.run_at)
+            due = check_time("run_at", spec.run_at)
             due_ns = self._clock_ns(due)
         max_attempts = self._retry.max_attempts if spec.max_attempts is None else spec.max_attempts
         try:

@@ -68,7 +68,7 @@ from typing import Any
 from taskrunner.errors import RunnerClosedError
 from taskrunner.jobs import context as ctxmod
 from taskrunner.jobs import unique
-from taskrunner.jobs.building import JobBuilding, check_epoch
+from taskrunner.jobs.building import JobBuilding
 from taskrunner.jobs.context import CancelToken
 from taskrunner.jobs.errors import DuplicateJobError, JobCancelled
 from taskrunner.jobs.handles import (
@@ -82,7 +82,7 @@ from taskrunner.jobs.handles import (
     default_owner,
 )
 from taskrunner.jobs.manager_queues import QueueMixin, queue_limits
-from taskrunner.jobs.model import Job
+from taskrunner.jobs.model import Job, check_time
 from taskrunner.jobs.queues import DEFAULT_QUEUE
 from taskrunner.jobs.registry import Registry
 from taskrunner.jobs.retry import RetryPolicy
@@ -379,7 +379,7 @@ class JobManager(Registry, QueueMixin, Scheduling, JobBuilding):
         on_duplicate = unique.check_on_duplicate(on_duplicate)
         # Checked before anything is stored: _track uses them after the write.
         if deadline is not None:
-            deadline = check_epoch("deadline", deadline)
+            deadline = check_time("deadline", deadline)
         if cancel_token is not None and not isinstance(cancel_token, CancelToken):
             raise TypeError(
                 f"cancel_token must be a CancelToken or None, not {type(cancel_token).__name__}"

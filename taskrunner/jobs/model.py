@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from taskrunner.jobs.queues import DEFAULT_QUEUE, check_queue
 from taskrunner.jobs.states import FINAL_STATES, JobState, parse_state
+from taskrunner.runtime.pool.checks import MAX_DELAY
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -44,6 +45,11 @@ MAX_PRIORITY: Final = 2**31 - 1
 DEFAULT_MAX_ATTEMPTS: Final = 3
 #: Longest job id, idempotency key, type name or owner name accepted (characters).
 MAX_NAME_LENGTH: Final = 255
+#: The runtime keeps time as int64 nanoseconds (about 292 years): durations
+#: (delays, timeouts, periods, windows) stay below MAX_DURATION seconds, and
+#: epoch times (run times, deadlines, starts) within MAX_EPOCH of the epoch.
+MAX_DURATION: Final = MAX_DELAY
+MAX_EPOCH: Final = 9.2e9
 
 
 # ---------------------------------------------------------------- value checks
@@ -94,8 +100,7 @@ def check_int(name: str, value: object, *, low: int, high: int | None = None) ->
     return value
 
 
-def check_time(name: str, value: object) -> float:
-    """A finite number of seconds (an epoch time); returned as a float."""
+def _finite_seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     result = float(value)
@@ -104,12 +109,35 @@ def check_time(name: str, value: object) -> float:
     return result
 
 
+def check_time(name: str, value: object) -> float:
+    """An epoch time in seconds, finite and within :data:`MAX_EPOCH` of the epoch;
+    returned as a float."""
+    result = _finite_seconds(name, value)
+    if not -MAX_EPOCH < result < MAX_EPOCH:
+        raise ValueError(
+            f"{name} must be within {MAX_EPOCH:.0f} seconds of the epoch (about the year "
+            f"2261), got {value}"
+        )
+    return result
+
+
 def check_duration(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """A finite number of seconds, > 0 (or >= 0 with ``allow_zero``)."""
-    result = check_time(name, value)
+    """A number of seconds, > 0 (or >= 0 with ``allow_zero``) and below
+    :data:`MAX_DURATION`; returned as a float."""
+    result = _finite_seconds(name, value)
     if result < 0 or (result == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    check_below_max_duration(name, result)
     return result
+
+
+def check_below_max_duration(name: str, seconds: float) -> None:
+    """ValueError unless ``seconds`` < :data:`MAX_DURATION`."""
+    if not seconds < MAX_DURATION:
+        raise ValueError(
+            f"{name} must be less than {MAX_DURATION:.0f} seconds (about 292 years), "
+            f"got {seconds:g}"
+        )
 
 
 def _check_optional_text(name: str, value: object) -> str | None:

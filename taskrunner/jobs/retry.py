@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from taskrunner.jobs.errors import JobCancelled
+from taskrunner.jobs.model import check_below_max_duration
 
 __all__ = ["RandomSource", "RetryPolicy", "retry_call"]
 
@@ -81,10 +82,12 @@ class RetryPolicy:
         initial = _number("initial_delay", self.initial_delay)
         if initial < 0:
             raise ValueError(f"RetryPolicy.initial_delay must be >= 0, got {initial}")
+        check_below_max_duration("RetryPolicy.initial_delay", initial)
         ratio = _number("ratio", self.ratio)
         if ratio < 1:
             raise ValueError(f"RetryPolicy.ratio must be >= 1, got {ratio}")
         max_delay = _number("max_delay", self.max_delay)
+        check_below_max_duration("RetryPolicy.max_delay", max_delay)
         if max_delay < initial:
             raise ValueError(
                 f"RetryPolicy.max_delay must be >= initial_delay ({initial}), got {max_delay}"

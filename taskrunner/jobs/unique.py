@@ -37,7 +37,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from taskrunner.jobs.errors import DuplicateJobError
-from taskrunner.jobs.model import Job
+from taskrunner.jobs.model import Job, check_below_max_duration
 
 if TYPE_CHECKING:
     from taskrunner.jobs.handles import JobHandle
@@ -92,6 +92,7 @@ def check_unique_for(unique_for: object) -> float | None:
         )
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"unique_for must be a positive, finite duration, got {unique_for!r}")
+    check_below_max_duration("unique_for", seconds)
     return seconds
 
 
