@@ -291,3 +291,14 @@ def test_a_retry_delay_too_long_is_refused(field: str) -> None:
 
     with pytest.raises(ValueError, match=f"RetryPolicy.{field} must be less than"):
         RetryPolicy(**{field: 1e300})
+
+
+def test_a_period_or_delay_too_long_for_the_clock_is_refused_at_once(pool: ThreadPool) -> None:
+    from taskrunner import DebounceTimer, RepeatingTimer
+
+    with pytest.raises(ValueError, match="interval must be less than 9200000000 seconds"):
+        pool.post_repeating_task(noop, 1e300)
+    with pytest.raises(ValueError, match="interval must be less than 9200000000 seconds"):
+        RepeatingTimer(pool).start(1e300, noop)
+    with pytest.raises(ValueError, match="delay must be less than 9200000000 seconds"):
+        DebounceTimer(pool, 1e300, noop)

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from taskrunner.jobs.queues import DEFAULT_QUEUE, check_queue
 from taskrunner.jobs.states import FINAL_STATES, JobState, parse_state
-from taskrunner.runtime.pool.checks import MAX_DELAY
+from taskrunner.runtime.clock import MAX_DELAY
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",

@@ -10,6 +10,10 @@ from __future__ import annotations
 import time
 from typing import Protocol, runtime_checkable
 
+#: The longest delay or period in seconds: the runtime keeps time as int64
+#: nanoseconds, about 292 years from its start.
+MAX_DELAY = 9.2e9
+
 
 @runtime_checkable
 class Clock(Protocol):

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from taskrunner.errors import QueueFullError, RunnerClosedError
-from taskrunner.runtime.clock import MONOTONIC, Clock
+from taskrunner.runtime.clock import MAX_DELAY, MONOTONIC, Clock
 from taskrunner.runtime.task import TaskState, describe
 from taskrunner.runtime.traits import TaskTraits
 
@@ -76,13 +76,17 @@ class RepeatingTaskHandle:
 
 
 def seconds(what: str, value: object, *, positive: bool) -> float:
-    """``value`` as finite seconds (> 0 if ``positive``, else >= 0), or a clear error."""
+    """``value`` as finite seconds (> 0 if ``positive``, else >= 0) below
+    :data:`~taskrunner.runtime.clock.MAX_DELAY` (the clock's int64 ns
+    reach, about 292 years), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
     if math.isnan(value) or math.isinf(value):
         raise ValueError(f"{what} must be finite, got {value}")
     if value < 0 or (positive and value == 0):
         raise ValueError(f"{what} must be {'> 0' if positive else '>= 0'}, got {value}")
+    if value >= MAX_DELAY:
+        raise ValueError(f"{what} must be less than {MAX_DELAY:.0f} seconds, got {value}")
     return float(value)
 
 

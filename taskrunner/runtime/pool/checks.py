@@ -8,8 +8,9 @@ import math
 import time
 from collections.abc import Mapping
 
-# Longest delay accepted (about 292 years in ns fits int64).
-MAX_DELAY = 9.2e9
+# The longest delay accepted (about 292 years), defined with the clock.
+from taskrunner.runtime.clock import MAX_DELAY as MAX_DELAY
+
 # Time is integer nanoseconds inside (an int64 in the C core).
 INT64_MAX = (1 << 63) - 1
 
