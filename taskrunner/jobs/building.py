@@ -1,5 +1,6 @@
-"""The job manager's checks of a new job: a :class:`~taskrunner.jobs.handles.JobSpec`
-turned into the :class:`~taskrunner.jobs.model.Job` to store.
+"""The job manager's checks: of its own arguments (:func:`check_manager_arguments`),
+and of a new job, a :class:`~taskrunner.jobs.handles.JobSpec` turned into the
+:class:`~taskrunner.jobs.model.Job` to store.
 
 :class:`JobBuilding` is the part of :class:`~taskrunner.jobs.manager.JobManager`
 that validates what ``submit``/``submit_many`` were given (a known job type,
@@ -24,8 +25,46 @@ from taskrunner.jobs.model import (
     check_time,
     new_job,
 )
+from taskrunner.jobs.retry import RetryPolicy
+from taskrunner.jobs.stores.store import JobStore
+from taskrunner.runtime.pool import ThreadPool
+from taskrunner.runtime.runner import TaskRunner
 
-__all__ = ["JobBuilding"]
+__all__ = ["JobBuilding", "check_manager_arguments"]
+
+
+def check_manager_arguments(
+    store: object,
+    pool: object,
+    execution: object,
+    serializer: object,
+    policies: tuple[tuple[str, object], ...],
+    durations: tuple[tuple[str, object], ...],
+) -> None:
+    """The checks of ``JobManager``'s arguments, done before it starts anything."""
+    if not isinstance(store, JobStore):
+        raise TypeError(f"store must be a JobStore, not {type(store).__name__}")
+    if pool is not None and not isinstance(pool, ThreadPool):
+        raise TypeError(f"pool must be a ThreadPool or None, not {type(pool).__name__}")
+    if execution is not None and not isinstance(execution, TaskRunner):
+        raise TypeError(f"execution must be a TaskRunner or None, not {type(execution).__name__}")
+    if serializer is not None and not (
+        callable(getattr(serializer, "dumps", None))
+        and callable(getattr(serializer, "loads", None))
+    ):
+        raise TypeError(
+            "serializer must have dumps(value) -> bytes and loads(bytes) methods, "
+            f"not {type(serializer).__name__}"
+        )
+    for what, policy in policies:
+        if policy is not None and not isinstance(policy, RetryPolicy):
+            raise TypeError(f"{what} must be a RetryPolicy or None, not {type(policy).__name__}")
+    for what, value in durations:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{what} must be a number of seconds")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{what} must be > 0, got {value}")
+        check_below_max_duration(what, value)
 
 
 class JobBuilding(ManagerCore):

@@ -68,7 +68,7 @@ from typing import Any
 from taskrunner.errors import RunnerClosedError
 from taskrunner.jobs import context as ctxmod
 from taskrunner.jobs import unique
-from taskrunner.jobs.building import JobBuilding
+from taskrunner.jobs.building import JobBuilding, check_manager_arguments
 from taskrunner.jobs.context import CancelToken
 from taskrunner.jobs.errors import DuplicateJobError, JobCancelled
 from taskrunner.jobs.handles import (
@@ -138,13 +138,14 @@ class JobManager(Registry, QueueMixin, Scheduling, JobBuilding):
         queues: Mapping[str, int] | None = None,
         error_handler: StoreErrorHandler | None = None,
     ) -> None:
-        if not isinstance(store, JobStore):
-            raise TypeError(f"store must be a JobStore, not {type(store).__name__}")
-        for what, value in (("lease_seconds", lease_seconds), ("poll_interval", poll_interval)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{what} must be a number of seconds")
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{what} must be > 0, got {value}")
+        check_manager_arguments(
+            store,
+            pool,
+            execution,
+            serializer,
+            (("retry_policy", retry_policy), ("store_retry", store_retry)),
+            (("lease_seconds", lease_seconds), ("poll_interval", poll_interval)),
+        )
         self._queue_limits = queue_limits(queues, max_concurrent)
         self._store = store
         self._batch_complete = isinstance(store, BatchCompletion)

@@ -45,11 +45,13 @@ MAX_PRIORITY: Final = 2**31 - 1
 DEFAULT_MAX_ATTEMPTS: Final = 3
 #: Longest job id, idempotency key, type name or owner name accepted (characters).
 MAX_NAME_LENGTH: Final = 255
-#: The runtime keeps time as int64 nanoseconds (about 292 years): durations
-#: (delays, timeouts, periods, windows) stay below MAX_DURATION seconds, and
-#: epoch times (run times, deadlines, starts) within MAX_EPOCH of the epoch.
-MAX_DURATION: Final = MAX_DELAY
-MAX_EPOCH: Final = 9.2e9
+#: The runtime keeps time as int64 nanoseconds (about 292 years): epoch times
+#: (run times, deadlines, starts, leases) stay within MAX_EPOCH of the epoch
+#: (about the year 2261), and durations (delays, timeouts, periods, windows,
+#: leases) below MAX_DURATION, about 158 years, so that now plus any of them is
+#: still a valid epoch time for the rest of this century and beyond.
+MAX_EPOCH: Final = MAX_DELAY
+MAX_DURATION: Final = 5e9
 
 
 # ---------------------------------------------------------------- value checks
@@ -135,7 +137,7 @@ def check_below_max_duration(name: str, seconds: float) -> None:
     """ValueError unless ``seconds`` < :data:`MAX_DURATION`."""
     if not seconds < MAX_DURATION:
         raise ValueError(
-            f"{name} must be less than {MAX_DURATION:.0f} seconds (about 292 years), "
+            f"{name} must be less than {MAX_DURATION:.0f} seconds (about 158 years), "
             f"got {seconds:g}"
         )
 
