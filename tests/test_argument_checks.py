@@ -324,3 +324,18 @@ def test_job_manager_arguments_are_checked_before_it_starts_anything(
     with pytest.raises(error, match=words):
         JobManager(MemoryJobStore(), **kwargs)
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "words"),
+    [
+        (5, TypeError, "path must be a str or os.PathLike, not int"),
+        (b"/tmp/jobs.db", TypeError, "path must be a str or os.PathLike, not bytes"),
+        ("", ValueError, "path must not be empty"),
+    ],
+)
+def test_a_sqlite_store_path_is_checked(path: object, error: type[Exception], words: str) -> None:
+    from taskrunner.jobs import SQLiteJobStore
+
+    with pytest.raises(error, match=words):
+        SQLiteJobStore(path)  # type: ignore[arg-type]

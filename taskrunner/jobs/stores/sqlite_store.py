@@ -266,7 +266,13 @@ class SQLiteJobStore(SqlJobStore[_Tx]):
             raise TypeError(f"busy_timeout must be a number, got {type(busy_timeout).__name__}")
         if not math.isfinite(busy_timeout) or busy_timeout < 0:
             raise ValueError(f"busy_timeout must be a finite number >= 0, got {busy_timeout}")
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
         self._path = os.fspath(path)
+        if not isinstance(self._path, str):
+            raise TypeError(f"path must name a file as text, not {type(self._path).__name__}")
+        if not self._path:
+            raise ValueError("path must not be empty (':memory:' is a private in-memory store)")
         self._synchronous = synchronous.upper()
         self._busy_timeout = float(busy_timeout)
         self._fault_injector = fault_injector
