@@ -339,3 +339,35 @@ def test_a_sqlite_store_path_is_checked(path: object, error: type[Exception], wo
 
     with pytest.raises(error, match=words):
         SQLiteJobStore(path)  # type: ignore[arg-type]
+
+
+def test_a_timeout_too_large_for_the_platform_means_no_limit() -> None:
+    assert check_wait_timeout(1e300) is None
+    assert check_wait_timeout(threading.TIMEOUT_MAX) is None
+    pool = ThreadPool(1, name="huge-timeout")
+    gate = threading.Event()
+    task = pool.post_task(gate.wait, 10)
+    threading.Timer(0.1, gate.set).start()
+    assert task.wait(1e300)  # used to raise OverflowError
+    threading.Timer(0.1, pool.shutdown).start()
+    assert pool.wait_shutdown(1e300)  # used to raise OverflowError
+
+
+@pytest.mark.thread_unsafe(reason="shuts down what it builds, with a timer thread")
+def test_a_shutdown_timeout_too_large_for_the_platform_means_no_limit() -> None:
+    pool = ThreadPool(1, name="huge-shutdown")
+    single = SingleThreadTaskRunner(pool)
+    gate = threading.Event()
+    single.post_task(gate.wait, 10)
+    manager = JobManager(MemoryJobStore(), pool)
+
+    @manager.handler("nap")
+    def nap(ctx: JobContext, args: Any) -> None:
+        gate.wait(10)
+
+    manager.start()
+    manager.submit("nap", None)
+    threading.Timer(0.2, gate.set).start()
+    assert single.shutdown(timeout=1e300).drained  # each used to raise OverflowError
+    assert manager.shutdown(timeout=1e300) == 0
+    assert pool.shutdown(timeout=1e300).drained

@@ -10,11 +10,13 @@ for +``, a NaN as a wait that returned at once).  Pure functions; thread-safe.
 from __future__ import annotations
 
 import math
+import threading
 
 
 def check_wait_timeout(timeout: object, what: str = "timeout") -> float | None:
-    """``timeout`` checked for a wait: None (also for +infinity) waits for as
-    long as it takes; otherwise a float number of seconds, where 0 or less
+    """``timeout`` checked for a wait: None (also for +infinity, or anything from
+    ``threading.TIMEOUT_MAX`` up, which the platform's waits refuse) waits for
+    as long as it takes; otherwise a float number of seconds, where 0 or less
     means "do not wait, just look" (as ``threading.Event.wait``).
 
     TypeError unless an int, a float or None (a bool is refused: ``True`` is
@@ -25,6 +27,8 @@ def check_wait_timeout(timeout: object, what: str = "timeout") -> float | None:
         raise TypeError(f"{what} must be a number of seconds or None, not {type(timeout).__name__}")
     if math.isnan(timeout):
         raise ValueError(f"{what} must not be NaN")
+    if timeout >= threading.TIMEOUT_MAX:  # +inf, or beyond what the platform's waits take
+        return None
     if math.isinf(timeout):
-        return None if timeout > 0 else 0.0
+        return 0.0
     return max(0.0, float(timeout))

@@ -5,6 +5,7 @@ Pure functions; thread-safe."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping
 
@@ -48,12 +49,13 @@ def check_seconds(what: str, value: object) -> None:
 
 
 def shutdown_timeout(timeout: object) -> float | None:
-    """A shutdown's ``timeout``: seconds >= 0, or None (also for infinity) to wait
-    for as long as it takes."""
+    """A shutdown's ``timeout``: seconds >= 0, or None (also for infinity, or
+    anything from ``threading.TIMEOUT_MAX`` up, which the platform's waits
+    refuse) to wait for as long as it takes."""
     if timeout is None:
         return None
     check_seconds("timeout", timeout)
-    return None if math.isinf(timeout) else float(timeout)  # type: ignore[arg-type]
+    return None if timeout >= threading.TIMEOUT_MAX else float(timeout)  # type: ignore[operator, arg-type]
 
 
 def time_left(end: float | None) -> float | None:
