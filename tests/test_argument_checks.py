@@ -371,3 +371,29 @@ def test_a_shutdown_timeout_too_large_for_the_platform_means_no_limit() -> None:
     assert single.shutdown(timeout=1e300).drained  # each used to raise OverflowError
     assert manager.shutdown(timeout=1e300) == 0
     assert pool.shutdown(timeout=1e300).drained
+
+
+def test_the_asyncio_runner_refuses_a_coroutine_function_with_a_hint() -> None:
+    import asyncio
+    import functools
+
+    from taskrunner import AsyncioTaskRunner
+
+    async def fetch(x: int) -> int:
+        return x
+
+    async def main() -> None:
+        runner = AsyncioTaskRunner(asyncio.get_running_loop())
+        try:
+            for post in (
+                lambda: runner.post_task(fetch, 1),
+                lambda: runner.post_task(functools.partial(fetch, 1)),
+                lambda: runner.post_delayed_task(fetch, 0.01, 1),
+            ):
+                with pytest.raises(TypeError, match="run_coroutine_threadsafe"):
+                    post()
+            assert runner.wait_idle(5)
+        finally:
+            runner.shutdown()
+
+    asyncio.run(main())

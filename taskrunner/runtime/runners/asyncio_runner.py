@@ -40,9 +40,11 @@ Thread-safety: every method may be called from any thread.  ``_lock`` guards
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, TypeVarTuple
 
 from taskrunner.errors import RunnerClosedError
@@ -51,13 +53,24 @@ from taskrunner.runtime.metrics import RunnerGauges
 from taskrunner.runtime.pool import ShutdownReport, ThreadPool
 from taskrunner.runtime.runner import _set_current, check_runner_name
 from taskrunner.runtime.runners.pool_backed import PoolBackedRunner
-from taskrunner.runtime.task import DROPPED, Task
+from taskrunner.runtime.task import DROPPED, Task, describe
 from taskrunner.runtime.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
 from taskrunner.runtime.waits import check_wait_timeout
 
 Ts = TypeVarTuple("Ts")  # the positional arguments of a posted callable
 
 _BLOCK = ShutdownBehavior.BLOCK_SHUTDOWN
+
+
+def _refuse_coroutine_function(fn: object) -> None:
+    """Tasks are plain callables: a coroutine function posted here would only
+    create a coroutine that nobody awaits, and its body would never run."""
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"{describe(fn)} is a coroutine function: a task here is called, not awaited, "
+            "so its body would never run; schedule the coroutine on the loop with "
+            "asyncio.run_coroutine_threadsafe(coro, loop) or loop.create_task(coro)"
+        )
 
 
 class AsyncioTaskRunner(PoolBackedRunner):
@@ -106,6 +119,26 @@ class AsyncioTaskRunner(PoolBackedRunner):
         self._attach()
         if self._owns_pool:
             self._pool.start()
+
+    # ---- posting -------------------------------------------------------------------------
+
+    def _post_queued(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], traits: TaskTraits, name: str | None
+    ) -> Task:
+        _refuse_coroutine_function(fn)
+        return super()._post_queued(fn, args, traits, name)
+
+    def _post_delayed_ns(
+        self,
+        fn: Callable[..., Any],
+        delay_ns: int,
+        /,
+        *args: Any,
+        traits: TaskTraits = DEFAULT_TRAITS,
+        name: str | None = None,
+    ) -> Task:
+        _refuse_coroutine_function(fn)
+        return super()._post_delayed_ns(fn, delay_ns, *args, traits=traits, name=name)
 
     # ---- properties ---------------------------------------------------------------------
 
