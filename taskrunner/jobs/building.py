@@ -10,8 +10,6 @@ the arguments, before anything is written.  It holds no state of its own.
 
 from __future__ import annotations
 
-import math
-
 from taskrunner.errors import RunnerClosedError
 from taskrunner.jobs import unique
 from taskrunner.jobs.errors import UnknownJobTypeError
@@ -21,7 +19,7 @@ from taskrunner.jobs.model import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     Job,
-    check_below_max_duration,
+    check_duration,
     check_time,
     new_job,
 )
@@ -60,11 +58,7 @@ def check_manager_arguments(
         if policy is not None and not isinstance(policy, RetryPolicy):
             raise TypeError(f"{what} must be a RetryPolicy or None, not {type(policy).__name__}")
     for what, value in durations:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{what} must be a number of seconds")
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{what} must be > 0, got {value}")
-        check_below_max_duration(what, value)
+        check_duration(what, value)
 
 
 class JobBuilding(ManagerCore):
@@ -89,11 +83,7 @@ class JobBuilding(ManagerCore):
             raise ValueError("give delay or run_at, not both")
         due, due_ns = now, now_ns
         if spec.delay is not None:
-            if isinstance(spec.delay, bool) or not isinstance(spec.delay, (int, float)):
-                raise TypeError("delay must be a number of seconds")
-            if not math.isfinite(spec.delay) or spec.delay < 0:
-                raise ValueError(f"delay must be a finite number >= 0, got {spec.delay}")
-            check_below_max_duration("delay", spec.delay)
+            check_duration("delay", spec.delay, allow_zero=True)
             due_ns = now_ns + round(spec.delay * 1e9)
             due = self._epoch(due_ns)
         elif spec.run_at is not None:
