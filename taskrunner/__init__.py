@@ -21,6 +21,7 @@ from taskrunner.errors import (
     UnknownTokenError,
 )
 from taskrunner.runtime.clock import MONOTONIC, Clock, MonotonicClock
+from taskrunner.runtime.current import current_task_runner, current_task_runner_or_none
 from taskrunner.runtime.defaults import (
     DefaultPoolError,
     create_parallel_runner,
@@ -35,12 +36,7 @@ from taskrunner.runtime.executor import RunnerExecutor
 from taskrunner.runtime.pool import MAX_WORKERS, ShutdownReport, ThreadPool
 from taskrunner.runtime.rejections import RejectReason
 from taskrunner.runtime.repeating import RepeatingMode, RepeatingTaskHandle
-from taskrunner.runtime.runner import (
-    NO_REPLY,
-    TaskRunner,
-    current_task_runner,
-    current_task_runner_or_none,
-)
+from taskrunner.runtime.runner import NO_REPLY, TaskRunner
 from taskrunner.runtime.runners.sequenced import ParallelTaskRunner, SequencedTaskRunner
 from taskrunner.runtime.runners.single_thread import QueuePolicy, SingleThreadTaskRunner
 from taskrunner.runtime.task import Task, TaskState

@@ -1,5 +1,7 @@
-"""The ``TaskRunner`` interface shared by the pool and every runner, and
-``current_task_runner()``.
+"""The ``TaskRunner`` interface shared by the pool and every runner.
+
+Which runner runs the calling thread's task (``current_task_runner()``) is
+kept in :mod:`taskrunner.runtime.current`.
 
 A runner is where tasks are posted.  Every runner offers the same calls; the
 subclasses differ in *how* tasks run (in parallel on the pool, one at a time
@@ -19,8 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
-from taskrunner.errors import NoCurrentTaskRunnerError, RunnerClosedError
+from taskrunner.errors import RunnerClosedError
 from taskrunner.runtime.batch_map import MapMixin
+from taskrunner.runtime.current import current_task_runner
 from taskrunner.runtime.executor import RunnerExecutor
 from taskrunner.runtime.future_call import FutureCall
 from taskrunner.runtime.traits import DEFAULT_TRAITS, TaskTraits
@@ -53,41 +56,6 @@ NO_REPLY = NoReply.NO_REPLY
 # Guards the read-modify-write of every runner's name and metadata (rare
 # writes; readers take the current dict, which is replaced, never mutated).
 _META_LOCK = threading.Lock()
-
-
-class _Current(threading.local):
-    """Per-thread: the runner whose task this thread is running, if any."""
-
-    runner: TaskRunner | None = None
-
-
-_current = _Current()
-
-
-def current_task_runner() -> TaskRunner:
-    """The runner running the calling task.
-
-    Raises :class:`NoCurrentTaskRunnerError` when called outside any task (from
-    a thread that is not running a task of some runner).
-    """
-    runner = _current.runner
-    if runner is None:
-        raise NoCurrentTaskRunnerError(
-            "current_task_runner() called outside a task: no runner is running this thread"
-        )
-    return runner
-
-
-def current_task_runner_or_none() -> TaskRunner | None:
-    """Like :func:`current_task_runner`, but None outside a task."""
-    return _current.runner
-
-
-def _set_current(runner: TaskRunner | None) -> TaskRunner | None:
-    """Make ``runner`` this thread's current runner; return the previous one."""
-    previous = _current.runner
-    _current.runner = runner
-    return previous
 
 
 def check_runner_name(name: object, default: str) -> str:

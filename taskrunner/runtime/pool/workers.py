@@ -51,12 +51,12 @@ from typing import Any
 
 from taskrunner.native.binding import CLOSED, EXISTS, OK, TIMEOUT, check, ffi, lib, timeout_ns
 from taskrunner.runtime import rejections as _rejections
+from taskrunner.runtime.current import set_current
 from taskrunner.runtime.metrics import DROPPED as M_DROPPED
 from taskrunner.runtime.metrics import FAILED as M_FAILED
 from taskrunner.runtime.metrics import SUCCEEDED as M_SUCCEEDED
 from taskrunner.runtime.pool.observe import TIMES_LIMIT
 from taskrunner.runtime.pool.state import INTERNAL, PoolState, runtime_thread
-from taskrunner.runtime.runner import _set_current
 from taskrunner.runtime.task import (
     DROPPED,
     FAILED,
@@ -185,7 +185,7 @@ class WorkerLoop(PoolState):
     """The loop each worker thread runs, and running one claimed task."""
 
     def _worker_main(self, group: WorkerGroup, worker: Worker) -> None:
-        _set_current(self)
+        set_current(self)
         runtime_thread.pool = self  # shutdown() from this thread is "from inside"
         h = group.h
         size = self._batch_size if group is self._cpu else 1  # blocking tasks: never batch
@@ -356,7 +356,7 @@ class WorkerLoop(PoolState):
             # Push this thread's timings before it ends (a CONTINUE_ON_SHUTDOWN
             # task may finish after the pool's own final flush).
             self._release_thread(acc)
-            _set_current(None)
+            set_current(None)
 
     def _run_claimed(self, task: Task) -> None:
         """Run a task the caller claimed, on the calling thread: state, errors, counters.

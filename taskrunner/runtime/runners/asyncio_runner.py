@@ -48,10 +48,11 @@ from collections.abc import Callable
 from typing import Any, TypeVarTuple
 
 from taskrunner.errors import RunnerClosedError
+from taskrunner.runtime.current import set_current
 from taskrunner.runtime.metrics import DROPPED as M_DROPPED
 from taskrunner.runtime.metrics import RunnerGauges
 from taskrunner.runtime.pool import ShutdownReport, ThreadPool
-from taskrunner.runtime.runner import _set_current, check_runner_name
+from taskrunner.runtime.runner import check_runner_name
 from taskrunner.runtime.runners.pool_backed import PoolBackedRunner
 from taskrunner.runtime.task import DROPPED, Task, describe
 from taskrunner.runtime.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
@@ -214,7 +215,7 @@ class AsyncioTaskRunner(PoolBackedRunner):
         """Run queued tasks until the queue is empty (False) or ``deadline``
         passed with tasks left (True: the caller reschedules the drain)."""
         pool = self._pool
-        previous = _set_current(self)
+        previous = set_current(self)
         try:
             while True:
                 with self._lock:
@@ -237,7 +238,7 @@ class AsyncioTaskRunner(PoolBackedRunner):
                         if self._queue:
                             return True
         finally:
-            _set_current(previous)
+            set_current(previous)
 
     # ---- waiting and shutdown -------------------------------------------------------------------
 

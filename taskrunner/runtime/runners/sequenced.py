@@ -32,11 +32,12 @@ from collections import deque
 from typing import Any, TypeVarTuple
 
 from taskrunner.errors import RunnerClosedError
+from taskrunner.runtime.current import current_task_runner_or_none, set_current
 from taskrunner.runtime.metrics import DROPPED as M_DROPPED
 from taskrunner.runtime.metrics import RunnerGauges
 from taskrunner.runtime.pool import SHUTDOWN_GRACE, ShutdownReport, ThreadPool
 from taskrunner.runtime.pool.checks import check_int, shutdown_timeout, time_left
-from taskrunner.runtime.runner import _set_current, check_runner_name, current_task_runner_or_none
+from taskrunner.runtime.runner import check_runner_name
 from taskrunner.runtime.runners.pool_backed import PoolBackedRunner
 from taskrunner.runtime.task import DROPPED, Task
 from taskrunner.runtime.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
@@ -141,7 +142,7 @@ class _SlotRunner(PoolBackedRunner):
     # ---- the run loop ------------------------------------------------------------------
 
     def _run_loop(self) -> None:
-        previous = _set_current(self)
+        previous = set_current(self)
         pool = self._pool
         deadline = time.monotonic() + self._budget
         try:
@@ -168,7 +169,7 @@ class _SlotRunner(PoolBackedRunner):
                     self._post_loop()
                     return
         finally:
-            _set_current(previous)
+            set_current(previous)
 
     # ---- waiting and shutdown -------------------------------------------------------------
 
@@ -283,7 +284,7 @@ class _SlotRunner(PoolBackedRunner):
     def _drain_orphans(self) -> None:
         """Run the queued tasks with no run loop left (the pool drops all but
         BLOCK_SHUTDOWN ones), as a run loop would; ends the slot it was given."""
-        previous = _set_current(self)
+        previous = set_current(self)
         try:
             while True:
                 with self._lock:
@@ -296,7 +297,7 @@ class _SlotRunner(PoolBackedRunner):
                 if self._pool._claim(task):
                     self._pool._run_claimed(task)  # drops it unless BLOCK_SHUTDOWN
         finally:
-            _set_current(previous)
+            set_current(previous)
 
     # ---- metrics (the MetricsSource hooks) -----------------------------------------------
 

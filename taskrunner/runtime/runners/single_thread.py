@@ -43,13 +43,14 @@ from typing import Any, TypeVarTuple
 from taskrunner.errors import QueueFullError, RunnerClosedError
 from taskrunner.native.binding import CLOSED, OK, check, ffi, lib, timeout_ns
 from taskrunner.native.ring import MAX_CAPACITY
+from taskrunner.runtime.current import set_current
 from taskrunner.runtime.metrics import DROPPED as M_DROPPED
 from taskrunner.runtime.metrics import REJECTED as M_REJECTED
 from taskrunner.runtime.metrics import RunnerGauges
 from taskrunner.runtime.pool import SHUTDOWN_GRACE, ShutdownReport, ThreadPool
 from taskrunner.runtime.pool.checks import check_int, shutdown_timeout, time_left
 from taskrunner.runtime.pool.state import next_token
-from taskrunner.runtime.runner import _set_current, check_runner_name
+from taskrunner.runtime.runner import check_runner_name
 from taskrunner.runtime.runners.pool_backed import PoolBackedRunner
 from taskrunner.runtime.task import DROPPED, FAILED, RUNNING, SUCCEEDED, Task
 from taskrunner.runtime.traits import DEFAULT_TRAITS, ShutdownBehavior, TaskTraits
@@ -250,11 +251,11 @@ class SingleThreadTaskRunner(PoolBackedRunner):
         self._count_rejected(task, policy)
         if policy is QueuePolicy.CALLER_RUNS:
             if self._pool._claim(task):
-                previous = _set_current(self)
+                previous = set_current(self)
                 try:
                     self._pool._run_claimed(task)
                 finally:
-                    _set_current(previous)
+                    set_current(previous)
             return None
         if self._pool._claim(task):
             self._pool._note_not_run(task, M_REJECTED)
@@ -314,7 +315,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
     # ---- the runner thread ------------------------------------------------------------------
 
     def _main(self) -> None:
-        _set_current(self)
+        set_current(self)
         ring = self._ring
         buf = ffi.new("uint64_t[]", _BATCH)
         count = ffi.new("size_t *")
@@ -378,7 +379,7 @@ class SingleThreadTaskRunner(PoolBackedRunner):
                         idle.notify_all()
         finally:
             self._pool._release_thread(times)
-            _set_current(None)
+            set_current(None)
 
     # ---- waiting and shutdown -----------------------------------------------------------------
 
