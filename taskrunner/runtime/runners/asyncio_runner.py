@@ -45,6 +45,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from types import FunctionType
 from typing import Any, TypeVarTuple
 
 from taskrunner.errors import RunnerClosedError
@@ -65,7 +66,13 @@ _BLOCK = ShutdownBehavior.BLOCK_SHUTDOWN
 
 def _refuse_coroutine_function(fn: object) -> None:
     """Tasks are plain callables: a coroutine function posted here would only
-    create a coroutine that nobody awaits, and its body would never run."""
+    create a coroutine that nobody awaits, and its body would never run.
+
+    It runs on every post, so a plain function is recognised by its code
+    flags alone (under 0.1 us with the call); anything else (a method, a
+    partial) goes to ``inspect.iscoroutinefunction`` (about 0.4 us)."""
+    if type(fn) is FunctionType and not fn.__code__.co_flags & inspect.CO_COROUTINE:
+        return
     if inspect.iscoroutinefunction(fn):
         raise TypeError(
             f"{describe(fn)} is a coroutine function: a task here is called, not awaited, "
